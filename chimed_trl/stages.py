@@ -1,0 +1,95 @@
+"""The language-modelling stages of the regime, as the recipes call them.
+
+``train_lm`` runs continued pre-training (``stage: pretrain``: plain documents, EOS between them,
+BFD packing, loss on every token) or SFT (``stage: sft``: conversations, loss on assistant turns
+only): seed, data, model, trainer, train, save. Each run writes ``resolved_config.yaml``,
+``data_stats.json`` and ``metrics.json`` in ``output_dir`` and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+from transformers import set_seed
+from trl import SFTConfig, get_peft_config
+
+from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
+from chimed_trl.data.mixtures import build_mixture
+from chimed_trl.data.sources import resolve
+from chimed_trl.models import load_model, load_tokenizer
+from chimed_trl.runs import last_checkpoint, save_resolved_config, write_json
+from chimed_trl.tiny import ensure_tiny
+from chimed_trl.trainers import ChimedSFTTrainer
+
+logger = logging.getLogger(__name__)
+STAGE_FORMAT = {"pretrain": "text", "sft": "conversation"}
+
+
+def check_stage(script_args: ChimedScriptArguments, training_args: SFTConfig) -> None:
+    """Reject configs whose data or loss settings contradict the stage."""
+    expected = STAGE_FORMAT[script_args.stage]
+    for source in script_args.datasets:
+        fmt = resolve(source)[1]
+        if fmt != expected:
+            raise ValueError(f"stage {script_args.stage!r} trains on {expected} records; source {source.label} is {fmt}")
+    if script_args.stage == "pretrain":
+        if training_args.assistant_only_loss:
+            raise ValueError("stage 'pretrain' trains on all tokens: set assistant_only_loss: false")
+        if not training_args.packing:
+            logger.warning("stage 'pretrain' without packing: each document gets its own padded row")
+    elif not training_args.assistant_only_loss:
+        logger.warning("stage 'sft' with assistant_only_loss: false trains on user and system tokens too")
+
+
+def summarize(trainer: ChimedSFTTrainer, stage: str, wall_time: float, data_rows: list[dict]) -> dict:
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    return {
+        "stage": stage,
+        "steps": trainer.state.global_step,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "loss_finite": all(math.isfinite(x) for x in losses) if losses else None,
+        "tokens": int(getattr(trainer, "_total_train_tokens", 0)),
+        "packing": trainer.packing_stats,
+        "world_size": trainer.accelerator.num_processes,
+        "batches_per_rank": trainer.batches_per_rank(),
+        "wall_time_s": round(wall_time, 2),
+        "data": data_rows,
+    }
+
+
+def train_lm(script_args: ChimedScriptArguments, training_args: SFTConfig, model_args: ChimedModelConfig) -> dict:
+    start = time.time()
+    set_seed(training_args.seed)
+    if script_args.build_tiny_model:
+        ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+    check_stage(script_args, training_args)
+
+    trust = training_args.trust_remote_code
+    tokenizer = load_tokenizer(model_args, script_args.chat_template, trust_remote_code=trust)
+    data, data_rows = build_mixture(
+        script_args.datasets, training_args.seed, script_args.test_size, script_args.dedup, training_args.output_dir
+    )
+    model = load_model(model_args, trust_remote_code=trust)
+    trainer = ChimedSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("test"),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    if trainer.is_world_process_zero():
+        save_resolved_config(training_args.output_dir, script=script_args, training=training_args, model=model_args)
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir))
+    trainer.save_model(training_args.output_dir)
+    metrics = summarize(trainer, script_args.stage, time.time() - start, data_rows)
+    if training_args.eval_strategy != "no" and "test" in data:
+        metrics["eval"] = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+        write_json(Path(training_args.output_dir) / "metrics.json", metrics)
+    return metrics

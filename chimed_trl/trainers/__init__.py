@@ -1,0 +1,3 @@
+from chimed_trl.trainers.sft import ChimedSFTTrainer
+
+__all__ = ["ChimedSFTTrainer"]
