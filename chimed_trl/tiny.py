@@ -115,9 +115,9 @@ def build_tiny(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def ensure_tiny(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Build the tiny model unless ``out_dir`` already holds one (idempotent for ``make demo``)."""
+    """Build the tiny model unless ``out_dir`` already holds a model (idempotent for ``make demo``)."""
     out = Path(out_dir)
-    if (out / "model.safetensors").exists() and (out / "reward" / "model.safetensors").exists():
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
     return build_tiny(out, seed=seed)
 
