@@ -79,8 +79,8 @@ def load_model(model_args: ChimedModelConfig, task: str = "causal_lm", trust_rem
 
     ``trust_remote_code`` comes from the training arguments (transformers 5 keeps it there); off by default.
     """
+    kwargs = model_init_kwargs(model_args, trust_remote_code)  # first: fails fast on QLoRA without a GPU
     config = load_config(model_args, trust_remote_code)
-    kwargs = model_init_kwargs(model_args, trust_remote_code)
     if task == "reward":
         config.num_labels = 1
         return AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config, **kwargs)

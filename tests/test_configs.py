@@ -1,0 +1,64 @@
+"""Every accelerate config parses with accelerate; every recipe YAML parses with TrlParser (unknown keys fail)."""
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+from trl import SFTConfig, TrlParser
+
+from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
+from chimed_trl.data.sources import resolve
+
+from .conftest import REPO
+
+ACCELERATE = sorted((REPO / "accelerate_configs").glob("*.yaml"))
+RECIPES = sorted(p for p in (REPO / "recipes").glob("*/*.yaml") if yaml.safe_load(p.read_text()).get("stage"))
+
+
+def test_all_accelerate_configs_present():
+    names = {p.stem for p in ACCELERATE}
+    assert names >= {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload", "fsdp2", "cpu_2proc"}
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.stem)
+def test_accelerate_config_parses(path):
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1
+    if "deepspeed" in path.stem:
+        assert config.distributed_type.value == "DEEPSPEED"
+        assert config.deepspeed_config["zero_stage"] == (2 if "zero2" in path.stem else 3)
+        if "offload" in path.stem:
+            assert config.deepspeed_config["offload_param_device"] == "cpu"
+    if path.stem == "cpu_2proc":
+        assert config.num_processes == 2
+
+
+def test_deepspeed_imports_on_cpu():
+    import deepspeed  # noqa: F401
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_config_parses(path):
+    parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config(
+        ["--config", str(path), "--bf16", "false", "--use_cpu", "true"]
+    )
+    assert script_args.datasets
+    for source in script_args.datasets:
+        resolve(source)  # card and formatter exist
+    if script_args.stage == "pretrain":
+        assert training_args.packing
+    else:
+        assert training_args.assistant_only_loss
+    if path.parent.name == "chimed-gpt":
+        assert training_args.max_length == 4096 and training_args.learning_rate == 2e-5
+        assert (training_args.adam_beta1, training_args.adam_beta2) == (0.9, 0.98)
+        assert training_args.weight_decay == 1e-4 and training_args.warmup_steps == 0.01
+        assert training_args.per_device_train_batch_size == 2 and not model_args.use_peft
+
+
+def test_unknown_recipe_key_is_an_error(tmp_path, repo_root):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((repo_root / "recipes/tiny/sft.yaml").read_text() + "learning_rat: 1.0\n")
+    parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
+    with pytest.raises(ValueError, match="learning_rat"):
+        parser.parse_args_and_config(["--config", str(bad)])

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from trl import SFTConfig, TrlParser, get_peft_config, get_quantization_config
+
+from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
+from chimed_trl.models import load_config, load_model
+
+
+@pytest.fixture(scope="module")
+def short_context_model(tmp_path_factory, tiny_model_dir):
+    """The tiny model re-saved with a native context of 1,024 positions."""
+    path = tmp_path_factory.mktemp("short")
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["max_position_embeddings"] = 1024
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(**config)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("rope_type", ["linear", "dynamic", "yarn"])
+def test_rope_scaling_runs_native_1024_at_4096(short_context_model, rope_type):
+    args = ChimedModelConfig(
+        model_name_or_path=str(short_context_model), dtype="float32", rope_scaling_type=rope_type, rope_scaling_factor=4.0
+    )
+    config = load_config(args)
+    assert config.max_position_embeddings == 4096
+    assert config.rope_parameters["rope_type"] == rope_type and config.rope_parameters["factor"] == 4.0
+    model = load_model(args).eval()
+    ids = torch.randint(5, model.config.vocab_size, (1, 4096), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(input_ids=ids, use_cache=False).logits
+    assert logits.shape == (1, 4096, model.config.vocab_size) and torch.isfinite(logits).all()
+    # scaling changes the rotary frequencies: the scaled model is not the unscaled one
+    if rope_type == "linear":
+        plain = load_model(ChimedModelConfig(model_name_or_path=str(short_context_model), dtype="float32")).eval()
+        with torch.no_grad():
+            assert not torch.allclose(plain(input_ids=ids[:, :64]).logits, model(input_ids=ids[:, :64]).logits)
+
+
+def test_bad_rope_settings_are_errors():
+    with pytest.raises(ValueError, match="rope_scaling_type"):
+        ChimedModelConfig(model_name_or_path="x", rope_scaling_type="ntk", rope_scaling_factor=2.0)
+    with pytest.raises(ValueError, match="rope_scaling_factor"):
+        ChimedModelConfig(model_name_or_path="x", rope_scaling_type="linear")
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_qlora_config_is_valid_on_cpu(repo_root, stage):
+    """QLoRA needs a GPU to run; on CPU we check what it would build, and that loading says why it can't."""
+    parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config(
+        ["--config", str(repo_root / f"recipes/qlora/{stage}.yaml"), "--bf16", "false", "--use_cpu", "true"]
+    )
+    quant = get_quantization_config(model_args)
+    assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant
+    peft = get_peft_config(model_args)
+    assert peft.r == 64 and set(peft.target_modules) >= {"q_proj", "v_proj", "down_proj"}
+    assert training_args.max_length == 4096 and training_args.gradient_checkpointing
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+            load_model(model_args)
+
+
+def test_quantization_without_peft_is_an_error():
+    with pytest.raises(ValueError, match="use_peft"):
+        ChimedModelConfig(model_name_or_path="x", load_in_4bit=True)
