@@ -43,7 +43,10 @@ def render_report(rows: list[dict], total_s: float) -> str:
             f"| {m['stage']} | {m['steps']} | {m['loss_first']:.3f} -> {m['loss_last']:.3f} | {m['tokens']} "
             f"| {packing} | {m['wall_time_s']:.1f} |"
         )
-    lines += ["", f"Total wall time: {total_s:.1f} s. Per-stage metrics: `*/metrics.json`; data counts: `*/data_stats.json`."]
+    lines += [
+        "",
+        f"Total wall time: {total_s:.1f} s. Per-stage metrics: `*/metrics.json`; data counts: `*/data_stats.json`.",
+    ]
     return "\n".join(lines) + "\n"
 
 

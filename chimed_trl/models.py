@@ -40,7 +40,13 @@ def load_config(model_args: ChimedModelConfig, trust_remote_code: bool = False):
         native = config.max_position_embeddings
         config.rope_parameters = params
         config.max_position_embeddings = int(native * model_args.rope_scaling_factor)
-        logger.info("RoPE %s x%s: %d -> %d positions", params["rope_type"], params["factor"], native, config.max_position_embeddings)
+        logger.info(
+            "RoPE %s x%s: %d -> %d positions",
+            params["rope_type"],
+            params["factor"],
+            native,
+            config.max_position_embeddings,
+        )
     return config
 
 
@@ -83,7 +89,9 @@ def load_model(model_args: ChimedModelConfig, task: str = "causal_lm", trust_rem
     config = load_config(model_args, trust_remote_code)
     if task == "reward":
         config.num_labels = 1
-        return AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, **kwargs
+        )
     if task != "causal_lm":
         raise ValueError(f"task must be 'causal_lm' or 'reward', got {task!r}")
     return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, config=config, **kwargs)

@@ -51,7 +51,9 @@ def _as_dict(obj: Any) -> dict:
 def save_resolved_config(output_dir: str | Path, **sections: Any) -> Path:
     """``resolved_config.yaml``: every argument the run used (after YAML + CLI), secrets redacted."""
     payload = {name: redact(json.loads(json.dumps(_as_dict(obj), default=str))) for name, obj in sections.items()}
-    return write_atomic(Path(output_dir) / "resolved_config.yaml", yaml.safe_dump(payload, allow_unicode=True, sort_keys=True))
+    return write_atomic(
+        Path(output_dir) / "resolved_config.yaml", yaml.safe_dump(payload, allow_unicode=True, sort_keys=True)
+    )
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

@@ -34,7 +34,9 @@ def check_stage(script_args: ChimedScriptArguments, training_args: SFTConfig) ->
     for source in script_args.datasets:
         fmt = resolve(source)[1]
         if fmt != expected:
-            raise ValueError(f"stage {script_args.stage!r} trains on {expected} records; source {source.label} is {fmt}")
+            raise ValueError(
+                f"stage {script_args.stage!r} trains on {expected} records; source {source.label} is {fmt}"
+            )
     if script_args.stage == "pretrain":
         if training_args.assistant_only_loss:
             raise ValueError("stage 'pretrain' trains on all tokens: set assistant_only_loss: false")

@@ -16,7 +16,15 @@ RECIPES = sorted(p for p in (REPO / "recipes").glob("*/*.yaml") if yaml.safe_loa
 
 def test_all_accelerate_configs_present():
     names = {p.stem for p in ACCELERATE}
-    assert names >= {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload", "fsdp2", "cpu_2proc"}
+    assert names >= {
+        "single_gpu",
+        "multi_gpu",
+        "deepspeed_zero2",
+        "deepspeed_zero3",
+        "deepspeed_zero3_offload",
+        "fsdp2",
+        "cpu_2proc",
+    }
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.stem)

@@ -23,7 +23,10 @@ def short_context_model(tmp_path_factory, tiny_model_dir):
 @pytest.mark.parametrize("rope_type", ["linear", "dynamic", "yarn"])
 def test_rope_scaling_runs_native_1024_at_4096(short_context_model, rope_type):
     args = ChimedModelConfig(
-        model_name_or_path=str(short_context_model), dtype="float32", rope_scaling_type=rope_type, rope_scaling_factor=4.0
+        model_name_or_path=str(short_context_model),
+        dtype="float32",
+        rope_scaling_type=rope_type,
+        rope_scaling_factor=4.0,
     )
     config = load_config(args)
     assert config.max_position_embeddings == 4096

@@ -58,8 +58,15 @@ def test_trainer_forward_is_isolated(tiny_model_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
     docs = _documents(model.config.vocab_size)
     args = SFTConfig(
-        output_dir=str(tmp_path), max_length=256, packing=True, packing_strategy="bfd", bf16=False,
-        gradient_checkpointing=False, use_cpu=True, report_to=[], dataset_kwargs={"skip_prepare_dataset": True},
+        output_dir=str(tmp_path),
+        max_length=256,
+        packing=True,
+        packing_strategy="bfd",
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to=[],
+        dataset_kwargs={"skip_prepare_dataset": True},
     )
     dataset = Dataset.from_list([{"input_ids": d} for d in docs])
     trainer = ChimedSFTTrainer(model=model, args=args, train_dataset=dataset)

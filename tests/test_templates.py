@@ -58,11 +58,18 @@ def test_label_mask_token_by_token(name, tiny_model_dir, tokenizer, tmp_path):
     assert sum(expected) > 0 and not all(expected)
 
     args = SFTConfig(
-        output_dir=str(tmp_path), max_length=1024, assistant_only_loss=True, bf16=False,
-        gradient_checkpointing=False, use_cpu=True, report_to=[],
+        output_dir=str(tmp_path),
+        max_length=1024,
+        assistant_only_loss=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to=[],
     )
     trainer = ChimedSFTTrainer(
-        model=str(tiny_model_dir), args=args, processing_class=tokenizer,
+        model=str(tiny_model_dir),
+        args=args,
+        processing_class=tokenizer,
         train_dataset=Dataset.from_list([{"messages": DIALOGUE}]),
     )
     row = trainer.train_dataset[0]

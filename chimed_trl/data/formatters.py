@@ -339,7 +339,9 @@ def read_meddialog(path: Path, encoding: str | None = None) -> Iterator[tuple[st
         yield f"{path}[{i}]", item if isinstance(item, dict) else {"utterances": item}
 
 
-FORMATTERS["meddialog_zh"] = Formatter("meddialog_zh", "conversation", meddialog_zh, read_meddialog, meddialog_zh.__doc__)
+FORMATTERS["meddialog_zh"] = Formatter(
+    "meddialog_zh", "conversation", meddialog_zh, read_meddialog, meddialog_zh.__doc__
+)
 
 
 # ---------------------------------------------------------------- Safety-Prompts

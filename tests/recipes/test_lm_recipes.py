@@ -45,8 +45,20 @@ def test_pretrain_packs_trains_and_resumes(tiny_model_dir, tmp_path):
 
 def test_sft_lora_on_cpu(tiny_model_dir, tmp_path):
     out = tmp_path / "lora"
-    run([sys.executable, "recipes/sft.py", "--config", "recipes/tiny/sft_lora.yaml", "--output_dir", str(out),
-         "--model_name_or_path", str(tiny_model_dir), "--num_train_epochs", "2"])
+    run(
+        [
+            sys.executable,
+            "recipes/sft.py",
+            "--config",
+            "recipes/tiny/sft_lora.yaml",
+            "--output_dir",
+            str(out),
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--num_train_epochs",
+            "2",
+        ]
+    )
     m = metrics(out)
     assert m["stage"] == "sft" and m["loss_finite"] and m["loss_last"] < m["loss_first"]
     assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
@@ -61,12 +73,28 @@ def _free_port():
 
 def test_accelerate_two_processes_on_cpu(tiny_model_dir, tmp_path):
     out = tmp_path / "sft2p"
-    run([
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml",
-        "--main_process_port", str(_free_port()),
-        "recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--output_dir", str(out),
-        "--model_name_or_path", str(tiny_model_dir), "--ddp_backend", "gloo", "--num_train_epochs", "2",
-    ])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "accelerate_configs/cpu_2proc.yaml",
+            "--main_process_port",
+            str(_free_port()),
+            "recipes/sft.py",
+            "--config",
+            "recipes/tiny/sft.yaml",
+            "--output_dir",
+            str(out),
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--ddp_backend",
+            "gloo",
+            "--num_train_epochs",
+            "2",
+        ]
+    )
     m = metrics(out)
     assert m["world_size"] == 2
     assert len(m["batches_per_rank"]) == 2 and all(n > 0 for n in m["batches_per_rank"])
