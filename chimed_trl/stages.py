@@ -63,8 +63,15 @@ def summarize(trainer: ChimedSFTTrainer, stage: str, wall_time: float, data_rows
     }
 
 
+def setup_logging(training_args: SFTConfig) -> None:
+    """Our INFO lines (data table, packing efficiency) on the main process, warnings elsewhere."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("chimed_trl").setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+
+
 def train_lm(script_args: ChimedScriptArguments, training_args: SFTConfig, model_args: ChimedModelConfig) -> dict:
     start = time.time()
+    setup_logging(training_args)
     set_seed(training_args.seed)
     if script_args.build_tiny_model:
         ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)

@@ -1,0 +1,140 @@
+"""Multiple-choice QA (C-Eval, CMMLU, MedQA-MCMLE): accuracy by the next-token probability of each option letter.
+
+One forward per question, batched with left padding: the prompt ends with ``答案：`` and the
+prediction is the option letter (among *that* question's options) with the highest next-token
+logit. 0-shot or k-shot, exemplars from the dev split of the same subject. An optional
+generate-then-extract mode reads the first option letter of a generated answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import torch
+
+# The subsets the ChiMed-GPT paper scored.
+PRESETS = {
+    "cmmlu_paper": [
+        "anatomy", "clinical_knowledge", "college_medical_statistics", "genetics", "nutrition",
+        "traditional_chinese_medicine", "virology",
+    ],
+    "ceval_paper": ["clinical_medicine", "basic_medicine"],
+}
+ANSWER_CUE = "答案："
+
+
+def format_question(record: dict, with_answer: bool = False) -> str:
+    lines = [f"题目：{record['question']}"] + [f"{k}. {v}" for k, v in record["options"].items()]
+    answer = f"{ANSWER_CUE}{record['answer']}" if with_answer else ANSWER_CUE
+    return "\n".join(lines + [answer])
+
+
+def build_prompt(record: dict, exemplars: Sequence[dict] = ()) -> str:
+    subject = record.get("subject") or "医学"
+    header = f"以下是关于{subject}的单项选择题，请直接给出正确答案的选项。"
+    blocks = [format_question(e, with_answer=True) for e in exemplars] + [format_question(record)]
+    return header + "\n\n" + "\n\n".join(blocks)
+
+
+def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, int]:
+    """The id each letter takes as the token right after ``答案：`` (tokenizer-specific spacing handled)."""
+    base = tokenizer(ANSWER_CUE, add_special_tokens=False).input_ids
+    ids = {}
+    for letter in letters:
+        full = tokenizer(ANSWER_CUE + letter, add_special_tokens=False).input_ids
+        extra = full[len(base) :] if full[: len(base)] == base else None
+        if not extra or len(extra) != 1:
+            raise ValueError(f"option letter {letter!r} is not a single token after {ANSWER_CUE!r} for this tokenizer")
+        ids[letter] = extra[0]
+    return ids
+
+
+@torch.no_grad()
+def next_token_logits(model, tokenizer, prompts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+    """Logits of the token after each prompt, (len(prompts), vocab), batched with left padding."""
+    device = next(model.parameters()).device
+    saved_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            logits = model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+            out.append(logits.float().cpu())
+        return torch.cat(out) if out else torch.empty(0)
+    finally:
+        tokenizer.padding_side = saved_side
+
+
+def predict_letters(model, tokenizer, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 8):
+    """(predicted letter, {letter: probability among the options}) per prompt."""
+    letters = sorted({letter for opts in options for letter in opts})
+    ids = letter_token_ids(tokenizer, letters)
+    logits = next_token_logits(model, tokenizer, prompts, batch_size)
+    results = []
+    for row, opts in zip(logits, options):
+        scores = torch.stack([row[ids[letter]] for letter in opts]).softmax(-1)
+        best = int(scores.argmax())
+        results.append((opts[best], {letter: float(p) for letter, p in zip(opts, scores)}))
+    return results
+
+
+def extract_choice(text: str, letters: Sequence[str]) -> str | None:
+    """The first standalone option letter in a generated answer (None when there is none)."""
+    pattern = rf"(?<![A-Za-z])([{''.join(letters)}])(?![A-Za-z])"
+    match = re.search(pattern, text)
+    return match.group(1) if match else None
+
+
+def select(records: Sequence[dict], subjects: Sequence[str] | str | None) -> list[dict]:
+    if subjects is None:
+        return list(records)
+    wanted = set(PRESETS[subjects] if isinstance(subjects, str) else subjects)
+    return [r for r in records if r["subject"] in wanted]
+
+
+def accuracy_table(records: Sequence[dict], predictions: Sequence[str | None]) -> dict:
+    by_subject: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for record, pred in zip(records, predictions):
+        by_subject[record["subject"]][0] += int(pred == record["answer"])
+        by_subject[record["subject"]][1] += 1
+    correct = sum(c for c, _ in by_subject.values())
+    total = sum(n for _, n in by_subject.values())
+    per_subject = {s: {"correct": c, "total": n, "accuracy": c / n} for s, (c, n) in sorted(by_subject.items())}
+    return {
+        "per_subject": per_subject,
+        "micro_accuracy": correct / total if total else 0.0,
+        "macro_accuracy": sum(v["accuracy"] for v in per_subject.values()) / len(per_subject) if per_subject else 0.0,
+        "correct": correct,
+        "total": total,
+        "unanswered": sum(p is None for p in predictions),
+    }
+
+
+def evaluate_choice(
+    model,
+    tokenizer,
+    records: Sequence[dict],
+    dev_records: Sequence[dict] = (),
+    k_shot: int = 0,
+    batch_size: int = 8,
+    generate: Callable[[list[str]], list[str]] | None = None,
+) -> dict:
+    """Accuracy per subject, micro and macro. ``generate`` switches to generate-then-extract."""
+    dev_by_subject: dict[str, list[dict]] = defaultdict(list)
+    for r in dev_records:
+        dev_by_subject[r["subject"]].append(r)
+    prompts = [build_prompt(r, dev_by_subject[r["subject"]][:k_shot]) for r in records]
+    if generate is None:
+        results = predict_letters(model, tokenizer, prompts, [list(r["options"]) for r in records], batch_size)
+        predictions = [letter for letter, _ in results]
+    else:
+        predictions = [extract_choice(text, list(r["options"])) for text, r in zip(generate(prompts), records)]
+    table = accuracy_table(records, predictions)
+    table["k_shot"] = k_shot
+    table["mode"] = "generate" if generate else "letter_probability"
+    table["predictions"] = [{"id": r["id"], "prediction": p, "answer": r["answer"]} for r, p in zip(records, predictions)]
+    return table
