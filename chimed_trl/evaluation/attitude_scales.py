@@ -71,7 +71,9 @@ def check_items(items: Sequence[dict], scale: str, where: str = "scale file") ->
     if numbers != expected:
         missing = sorted(set(expected) - set(numbers))
         extra = sorted(n for n, c in Counter(numbers).items() if c > 1 or n not in expected)
-        raise ValueError(f"{where}: {scale} needs items 1-{N_ITEMS[scale]}; missing {missing}, duplicate/unknown {extra}")
+        raise ValueError(
+            f"{where}: {scale} needs items 1-{N_ITEMS[scale]}; missing {missing}, duplicate/unknown {extra}"
+        )
     return chosen
 
 

@@ -17,8 +17,13 @@ import torch
 # The subsets the ChiMed-GPT paper scored.
 PRESETS = {
     "cmmlu_paper": [
-        "anatomy", "clinical_knowledge", "college_medical_statistics", "genetics", "nutrition",
-        "traditional_chinese_medicine", "virology",
+        "anatomy",
+        "clinical_knowledge",
+        "college_medical_statistics",
+        "genetics",
+        "nutrition",
+        "traditional_chinese_medicine",
+        "virology",
     ],
     "ceval_paper": ["clinical_medicine", "basic_medicine"],
 }
@@ -53,33 +58,51 @@ def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, int]:
 
 @torch.no_grad()
 def next_token_logits(model, tokenizer, prompts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
-    """Logits of the token after each prompt, (len(prompts), vocab), batched with left padding."""
+    """Logits of the token after each prompt, (len(prompts), vocab).
+
+    Prompts are tokenized once, sorted by length so each batch pads little, run with left padding
+    and ``logits_to_keep=1`` (only the last position's logits), then put back in input order.
+    """
+    if not prompts:
+        return torch.empty(0)
     device = next(model.parameters()).device
-    saved_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            logits = model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1, :]
-            out.append(logits.float().cpu())
-        return torch.cat(out) if out else torch.empty(0)
-    finally:
-        tokenizer.padding_side = saved_side
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = tokenizer(list(prompts), add_special_tokens=False).input_ids
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out = torch.empty(len(encoded), model.config.get_text_config().vocab_size)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # positions start at each prompt's first real token
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        out[chunk] = logits.logits[:, -1, :].float().cpu()
+    return out
 
 
 def predict_letters(model, tokenizer, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 8):
     """(predicted letter, {letter: probability among the options}) per prompt."""
     letters = sorted({letter for opts in options for letter in opts})
     ids = letter_token_ids(tokenizer, letters)
-    logits = next_token_logits(model, tokenizer, prompts, batch_size)
-    results = []
-    for row, opts in zip(logits, options):
-        scores = torch.stack([row[ids[letter]] for letter in opts]).softmax(-1)
-        best = int(scores.argmax())
-        results.append((opts[best], {letter: float(p) for letter, p in zip(opts, scores)}))
-    return results
+    letter_logits = next_token_logits(model, tokenizer, prompts, batch_size)[:, [ids[x] for x in letters]]
+    # each question competes only among its own options
+    allowed = torch.tensor([[x in opts for x in letters] for opts in options])
+    probs = letter_logits.masked_fill(~allowed, float("-inf")).softmax(-1)
+    best = probs.argmax(-1).tolist()
+    return [
+        (letters[b], {x: float(p) for x, p, ok in zip(letters, row.tolist(), flags) if ok})
+        for b, row, flags in zip(best, probs, allowed.tolist())
+    ]
 
 
 def extract_choice(text: str, letters: Sequence[str]) -> str | None:
@@ -136,5 +159,7 @@ def evaluate_choice(
     table = accuracy_table(records, predictions)
     table["k_shot"] = k_shot
     table["mode"] = "generate" if generate else "letter_probability"
-    table["predictions"] = [{"id": r["id"], "prediction": p, "answer": r["answer"]} for r, p in zip(records, predictions)]
+    table["predictions"] = [
+        {"id": r["id"], "prediction": p, "answer": r["answer"]} for r, p in zip(records, predictions)
+    ]
     return table

@@ -14,7 +14,7 @@ _SEPARATORS = re.compile(r"\t|\s*[：:]\s*|\s{2,}")
 
 
 def format_entities(record: dict) -> str:
-    return "\n".join(f"{record['text'][e['start']:e['end']]}\t{e['type']}" for e in record["entities"])
+    return "\n".join(f"{record['text'][e['start'] : e['end']]}\t{e['type']}" for e in record["entities"])
 
 
 def build_prompt(record: dict, exemplars: Sequence[dict], types: Sequence[str]) -> str:
@@ -45,7 +45,14 @@ def parse_entities(output: str, types: Sequence[str]) -> tuple[set[tuple[str, st
 def _prf(tp: int, n_pred: int, n_gold: int) -> dict:
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "pred": n_pred, "gold": n_gold}
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        "tp": tp,
+        "pred": n_pred,
+        "gold": n_gold,
+    }
 
 
 def locate(text: str, mention: str) -> set[tuple[int, int]]:

@@ -13,7 +13,12 @@ from chimed_trl.evaluation.attitude_scales import (
 )
 
 CAMI_REVERSED = {*range(5, 9), *range(13, 17), *range(21, 25), *range(29, 33), *range(37, 41)}
-SUBSCALE = {1: "authoritarianism", 2: "benevolence", 3: "social_restrictiveness", 0: "community_mental_health_ideology"}
+SUBSCALE = {
+    1: "authoritarianism",
+    2: "benevolence",
+    3: "social_restrictiveness",
+    0: "community_mental_health_ideology",
+}
 
 
 @pytest.mark.parametrize("item", range(1, 41))

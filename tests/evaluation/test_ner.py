@@ -1,13 +1,21 @@
 from chimed_trl.evaluation.ner import build_prompt, evaluate_ner, parse_entities, score_ner
 
 TYPES = ["疾病和诊断", "药物", "解剖部位"]
-DOC = {"id": "1", "text": "患者胃痛，口服奥美拉唑，胃镜示胃炎。", "entities": [
-    {"start": 2, "end": 3, "type": "解剖部位"}, {"start": 7, "end": 11, "type": "药物"}, {"start": 15, "end": 17, "type": "疾病和诊断"},
-]}
+DOC = {
+    "id": "1",
+    "text": "患者胃痛，口服奥美拉唑，胃镜示胃炎。",
+    "entities": [
+        {"start": 2, "end": 3, "type": "解剖部位"},
+        {"start": 7, "end": 11, "type": "药物"},
+        {"start": 15, "end": 17, "type": "疾病和诊断"},
+    ],
+}
 
 
 def test_parse_is_robust_and_counts_bad_lines():
-    found, bad = parse_entities("奥美拉唑\t药物\n胃炎：疾病和诊断\n乱七八糟\n胃\t器官\n\n文本：下一段\n胃\t解剖部位", TYPES)
+    found, bad = parse_entities(
+        "奥美拉唑\t药物\n胃炎：疾病和诊断\n乱七八糟\n胃\t器官\n\n文本：下一段\n胃\t解剖部位", TYPES
+    )
     assert found == {("奥美拉唑", "药物"), ("胃炎", "疾病和诊断")}
     assert bad == 2  # no separator; unknown type. The next 文本： block is ignored
 
