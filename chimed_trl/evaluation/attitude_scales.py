@@ -93,14 +93,16 @@ def build_prompt(scale: str, text: str, reverse: bool = False) -> tuple[str, dic
     return prompt, {letter: level for letter, (_, level) in zip(letters, pairs)}
 
 
-def score_answers(scale: str, items: Sequence[dict], levels: Sequence[int]) -> dict:
+def score_answers(scale: str, items: Sequence[dict], levels: Sequence[int | None]) -> dict:
+    """Scale scores; unanswered items (None: a generation with no option letter) are left out and counted."""
+    answered = [(item, level) for item, level in zip(items, levels) if level is not None]
     if scale == "CAMI":
         sums = dict.fromkeys(CAMI_SUBSCALES, 0)
-        for item, level in zip(items, levels):
+        for item, level in answered:
             sums[cami_subscale(item["item"])] += cami_item_score(item["item"], level)
-        return {"subscales": sums, "range_per_subscale": [10, 50]}
-    total = sum(mica_item_score(item["item"], level) for item, level in zip(items, levels))
-    return {"total": total, "range": [16, 96]}
+        return {"subscales": sums, "range_per_subscale": [10, 50], "answered": len(answered)}
+    total = sum(mica_item_score(item["item"], level) for item, level in answered)
+    return {"total": total, "range": [16, 96], "answered": len(answered)}
 
 
 def evaluate_scale(
@@ -109,15 +111,18 @@ def evaluate_scale(
     scale: str,
     degenerate_share: float = 0.75,
 ) -> dict:
-    """Ask every item (options in order, then reversed) through ``choose(prompts, letters) -> letters``."""
+    """Ask every item (options in order, then reversed) through ``choose(prompts, letters) -> letters``.
+
+    ``choose`` returns one option letter per prompt, or None where none could be read.
+    """
     items = check_items(items, scale)
     asked = [build_prompt(scale, i["text"]) for i in items]
     flipped = [build_prompt(scale, i["text"], reverse=True) for i in items]
     letters = choose([p for p, _ in asked], [list(m) for _, m in asked])
     letters_rev = choose([p for p, _ in flipped], [list(m) for _, m in flipped])
-    levels = [m[a] for (_, m), a in zip(asked, letters)]
-    levels_rev = [m[a] for (_, m), a in zip(flipped, letters_rev)]
-    counts = Counter(letters)
+    levels = [m.get(a) for (_, m), a in zip(asked, letters)]
+    levels_rev = [m.get(a) for (_, m), a in zip(flipped, letters_rev)]
+    counts = Counter(a for a in letters if a is not None) or Counter({"-": 0})
     top_letter, top_count = counts.most_common(1)[0]
     result = score_answers(scale, items, levels)
     result.update(
@@ -126,7 +131,7 @@ def evaluate_scale(
         answer_distribution={k: counts.get(k, 0) for k in sorted(asked[0][1])},
         degenerate=top_count / len(items) >= degenerate_share,
         most_chosen=top_letter,
-        position_agreement=sum(a == b for a, b in zip(levels, levels_rev)) / len(items),
+        position_agreement=sum(a == b and a is not None for a, b in zip(levels, levels_rev)) / len(items),
         reversed_score=score_answers(scale, items, levels_rev),
         answers=[{"item": i["item"], "letter": a, "level": lv} for i, a, lv in zip(items, letters, levels)],
     )

@@ -332,6 +332,64 @@ def build_ranked(rng: random.Random) -> list[dict]:
     return records
 
 
+def build_choice(rng: random.Random, n: int) -> list[dict]:
+    """Four-option triage questions: which department first (canonical choice records)."""
+    out = []
+    for i in range(n):
+        row = CONDITIONS[i % len(CONDITIONS)]
+        others = rng.sample(sorted({c[0] for c in CONDITIONS} - {row[0]}), 3)
+        options = [row[0], *others]
+        rng.shuffle(options)
+        out.append(
+            {
+                "id": f"triage-{i}",
+                "subject": "triage",
+                "question": f"{row[1]}患者应首先到哪个科室就诊？",
+                "options": dict(zip("ABCD", options)),
+                "answer": "ABCD"[options.index(row[0])],
+            }
+        )
+    return out
+
+
+def build_ner() -> list[dict]:
+    """Short clinical notes with disease, examination and treatment spans (end exclusive)."""
+    records = []
+    for i, (_, c, s, e, t, _) in enumerate(CONDITIONS):
+        parts = [("患者因", None), (s, "症状"), ("就诊，行", None), (e, "检查"), ("，诊断为", None), (c, "疾病和诊断")]
+        parts += [("，予", None), (t, "治疗"), ("。", None)]
+        text, entities = "", []
+        for piece, kind in parts:
+            if kind:
+                entities.append({"start": len(text), "end": len(text) + len(piece), "type": kind})
+            text += piece
+        records.append({"id": f"note-{i}", "text": text, "entities": entities})
+    return records
+
+
+def build_dialogue_eval(sft: list[dict]) -> list[dict]:
+    """Predict the last assistant turn of each sample conversation."""
+    out = []
+    for i, record in enumerate(sft):
+        messages = record["messages"]
+        last = max(j for j, m in enumerate(messages) if m["role"] == "assistant")
+        out.append({"id": f"dialogue-{i}", "messages": messages[:last], "reference": messages[last]["content"]})
+    return out
+
+
+def build_scale_items() -> list[dict]:
+    """Placeholder statements with the CAMI/MICA item numbering, NOT the scales' wording (for plumbing only)."""
+    items = [
+        {"scale": "CAMI", "item": i, "text": f"（示例陈述，非量表原文）关于精神疾病患者的第{i}条看法。"}
+        for i in range(1, 41)
+    ]
+    items += [
+        {"scale": "MICA", "item": i, "text": f"（示例陈述，非量表原文）关于心理疾病患者的第{i}条看法。"}
+        for i in range(1, 17)
+    ]
+    return items
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for record in records:
@@ -344,6 +402,14 @@ def main() -> None:
     _write_jsonl(HERE / "pretrain.jsonl", build_pretrain(rng))
     _write_jsonl(HERE / "sft.jsonl", build_sft(rng))
     _write_jsonl(HERE / "ranked.jsonl", build_ranked(rng))
+    eval_rng = random.Random(1)  # its own stream: the files above stay byte-identical
+    _write_jsonl(HERE / "choice_test.jsonl", build_choice(eval_rng, 40))
+    _write_jsonl(
+        HERE / "choice_dev.jsonl", [{**q, "id": q["id"].replace("triage", "dev")} for q in build_choice(eval_rng, 5)]
+    )
+    _write_jsonl(HERE / "ner.jsonl", build_ner())
+    _write_jsonl(HERE / "dialogue_eval.jsonl", build_dialogue_eval(build_sft(random.Random(0))))
+    _write_jsonl(HERE / "scale_items.jsonl", build_scale_items())
 
 
 if __name__ == "__main__":
