@@ -72,7 +72,13 @@ def resolve(source: SourceConfig) -> tuple:
 def _hub_rows(hub_id: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:
     from datasets import load_dataset
 
-    stream = load_dataset(hub_id, config, split=split, streaming=True)
+    try:
+        stream = load_dataset(hub_id, config, split=split, streaming=True)
+    except Exception as e:  # offline, unknown id, gated: say which source and how to fix it
+        raise ValueError(
+            f"could not open hub dataset {hub_id!r} (config {config!r}, split {split!r}): {type(e).__name__}: {e}. "
+            "Offline or gated? Download it and set `path:` on the source."
+        ) from None
     for i, row in enumerate(stream):
         yield f"{hub_id}[{config or 'default'}/{split}] row {i}", row
 
