@@ -24,17 +24,10 @@ def test_real_file_converts(shared_data, card, rel, formatter, expected):
 
 
 def test_cmmlu_all_files(shared_data):
-    paper = [
-        "anatomy",
-        "clinical_knowledge",
-        "college_medical_statistics",
-        "genetics",
-        "nutrition",
-        "traditional_chinese_medicine",
-        "virology",
-    ]
+    from chimed_trl.evaluation.choice import PRESETS
+
     total = 0
-    for subject in paper:
+    for subject in PRESETS["cmmlu_paper"]:
         records, stats = load_records(SourceConfig(card="cmmlu", path=str(shared_data / f"cmmlu/test/{subject}.csv")))
         assert not stats.skipped and all(r["subject"] == subject for r in records)
         total += len(records)
