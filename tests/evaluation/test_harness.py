@@ -117,3 +117,21 @@ def test_eval_arguments_errors():
         EvalArguments(model_name_or_path="x", tasks=["choice", "poetry"])
     with pytest.raises(ValueError, match="give model_name_or_path"):
         EvalArguments()
+
+
+def test_lora_adapter_on_its_base(tiny_model_dir, tmp_path):
+    """`adapter_path` loads a PEFT adapter on the base; a zero-init LoRA leaves predictions unchanged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    choice = [{"formatter": "choice", "path": str(REPO / "chimed_trl/data/samples/choice_test.jsonl")}]
+    common = dict(model_name_or_path=str(tiny_model_dir), tasks=["choice"], choice_datasets=choice, limit=10)
+    plain = run_evaluation(EvalArguments(output_dir=str(tmp_path / "plain"), **common))
+    with_adapter = run_evaluation(
+        EvalArguments(output_dir=str(tmp_path / "lora"), adapter_path=str(adapter), **common)
+    )
+    assert with_adapter["settings"]["adapter"] == str(adapter)
+    assert with_adapter["tasks"]["choice"]["predictions"] == plain["tasks"]["choice"]["predictions"]
