@@ -13,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import set_seed
 from trl import SFTConfig, get_peft_config
 
@@ -74,13 +75,16 @@ def train_lm(script_args: ChimedScriptArguments, training_args: SFTConfig, model
     setup_logging(training_args)
     set_seed(training_args.seed)
     if script_args.build_tiny_model:
-        ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+        with PartialState().main_process_first():  # rank 0 builds; the others then find it built
+            ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
     check_stage(script_args, training_args)
 
     trust = training_args.trust_remote_code
     tokenizer = load_tokenizer(model_args, script_args.chat_template, trust_remote_code=trust)
+    # every rank builds the same mixture (same seed); only the main process writes data_stats.json
+    stats_dir = training_args.output_dir if PartialState().is_main_process else None
     data, data_rows = build_mixture(
-        script_args.datasets, training_args.seed, script_args.test_size, script_args.dedup, training_args.output_dir
+        script_args.datasets, training_args.seed, script_args.test_size, script_args.dedup, stats_dir
     )
     model = load_model(model_args, trust_remote_code=trust)
     trainer = ChimedSFTTrainer(

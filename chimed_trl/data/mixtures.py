@@ -7,7 +7,6 @@ record, first occurrence wins (sources in the order given). Weights apply after 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from chimed_trl.data.records import record_text
 from chimed_trl.data.sources import SourceConfig, SourceStats, iter_records, resolve
+from chimed_trl.runs import write_json
 
 logger = logging.getLogger(__name__)
 _SPACE = re.compile(r"\s+")
@@ -86,12 +86,8 @@ def build_mixture(
     rows = [s.as_row() for s in all_stats]
     _log_table(rows, {k: len(v) for k, v in splits.items()})
     if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         payload = {"sources": rows, "splits": {k: len(v) for k, v in splits.items()}, "seed": seed}
-        tmp = out / "data_stats.json.tmp"
-        tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2), encoding="utf-8")
-        tmp.replace(out / "data_stats.json")
+        write_json(Path(output_dir) / "data_stats.json", payload)  # temp file unique per process, then rename
     return DatasetDict({k: Dataset.from_list(v) for k, v in splits.items()}), rows
 
 
