@@ -10,7 +10,7 @@ from typing import Any
 
 from trl import ModelConfig
 
-from chimed_trl.data.sources import SourceConfig
+from chimed_trl.data.sources import source_from_config
 
 ROPE_TYPES = ("linear", "dynamic", "yarn")
 
@@ -37,7 +37,7 @@ class ChimedScriptArguments:
     def __post_init__(self):
         if self.stage not in ("pretrain", "sft"):
             raise ValueError(f"stage must be 'pretrain' or 'sft', got {self.stage!r}")
-        self.datasets = [SourceConfig(**s) if isinstance(s, dict) else s for s in self.datasets]
+        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
 
 
 @dataclass

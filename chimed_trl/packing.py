@@ -43,10 +43,3 @@ def packing_efficiency(seq_lengths: Sequence[int], max_length: int) -> float:
     """Fraction of real tokens in rows of ``max_length``: sum(lengths) / (rows * max_length)."""
     rows = len(seq_lengths)
     return float(sum(seq_lengths)) / (rows * max_length) if rows else 0.0
-
-
-def position_ids_from_lengths(lengths: Sequence[int]):
-    """Position ids that restart at 0 for each packed document (what the collator produces)."""
-    import torch
-
-    return torch.cat([torch.arange(n) for n in lengths])

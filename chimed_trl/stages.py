@@ -70,7 +70,15 @@ def setup_logging(training_args: SFTConfig) -> None:
     logging.getLogger("chimed_trl").setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
-def train_lm(script_args: ChimedScriptArguments, training_args: SFTConfig, model_args: ChimedModelConfig) -> dict:
+def train_lm(
+    script_args: ChimedScriptArguments,
+    training_args: SFTConfig,
+    model_args: ChimedModelConfig,
+    expected_stage: str | None = None,
+) -> dict:
+    """Train one stage; ``expected_stage`` lets a recipe refuse a config written for the other stage."""
+    if expected_stage and script_args.stage != expected_stage:
+        raise ValueError(f"this recipe runs stage {expected_stage!r}; the config says stage: {script_args.stage!r}")
     start = time.time()
     setup_logging(training_args)
     set_seed(training_args.seed)

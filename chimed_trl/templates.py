@@ -48,9 +48,6 @@ CHIMED = (
 
 CHAT_TEMPLATES = {"chatml": CHATML, "chimed": CHIMED}
 
-# The token that ends an assistant turn in each template (what generation stops on).
-END_OF_TURN = {"chatml": "<|im_end|>", "chimed": None}  # None: the tokenizer's eos_token
-
 
 def get_chat_template(name: str) -> str:
     """Return a template by name, or the string itself when it already is a Jinja template."""

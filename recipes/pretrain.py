@@ -11,9 +11,7 @@ from chimed_trl.stages import train_lm
 
 
 def main(script_args, training_args, model_args):
-    if script_args.stage != "pretrain":
-        raise ValueError(f"recipes/pretrain.py runs stage 'pretrain', the config says {script_args.stage!r}")
-    return train_lm(script_args, training_args, model_args)
+    return train_lm(script_args, training_args, model_args, expected_stage="pretrain")
 
 
 if __name__ == "__main__":

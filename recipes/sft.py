@@ -11,9 +11,7 @@ from chimed_trl.stages import train_lm
 
 
 def main(script_args, training_args, model_args):
-    if script_args.stage != "sft":
-        raise ValueError(f"recipes/sft.py runs stage 'sft', the config says {script_args.stage!r}")
-    return train_lm(script_args, training_args, model_args)
+    return train_lm(script_args, training_args, model_args, expected_stage="sft")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,19 @@ def test_unknown_recipe_key_is_an_error(tmp_path, repo_root):
     parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
     with pytest.raises(ValueError, match="learning_rat"):
         parser.parse_args_and_config(["--config", str(bad)])
+
+
+def test_bad_dataset_entry_names_its_place():
+    with pytest.raises(ValueError, match=r"datasets\[1\]: unknown keys \['pth'\]"):
+        ChimedScriptArguments(datasets=[{"card": "tiny_sft", "path": "x"}, {"card": "tiny_sft", "pth": "x"}])
+    with pytest.raises(ValueError, match=r"datasets\[0\]: dataset source .*give a `card` or a `formatter`"):
+        ChimedScriptArguments(datasets=[{"path": "x.jsonl"}])
+
+
+def test_recipe_refuses_the_other_stage(repo_root):
+    from chimed_trl.stages import train_lm
+
+    parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
+    args = parser.parse_args_and_config(["--config", str(repo_root / "recipes/tiny/sft.yaml")])
+    with pytest.raises(ValueError, match="this recipe runs stage 'pretrain'; the config says stage: 'sft'"):
+        train_lm(*args, expected_stage="pretrain")

@@ -158,18 +158,20 @@ def sharegpt(row, ctx):
     return {"messages": _sharegpt_messages(field(row, "conversations", list))}
 
 
+def _response(row: dict, key: str) -> str:
+    value = row.get(key)
+    if isinstance(value, dict):  # some dumps store {from, value}
+        value = value.get("value")
+    if not isinstance(value, str):
+        raise FieldError(key, "missing or not a string")
+    return value
+
+
 @register("sharegpt_preference", "ranked")
 def sharegpt_preference(row, ctx):
     """ShareGPT preference: {conversations (prompt), chosen, rejected}."""
     prompt = _sharegpt_messages(field(row, "conversations", list))
-    chosen, rejected = row.get("chosen"), row.get("rejected")
-    for key, value in (("chosen", chosen), ("rejected", rejected)):
-        if isinstance(value, dict):  # some dumps store {from, value}
-            value = value.get("value")
-        if not isinstance(value, str):
-            raise FieldError(key, "missing or not a string")
-    chosen = chosen["value"] if isinstance(chosen, dict) else chosen
-    rejected = rejected["value"] if isinstance(rejected, dict) else rejected
+    chosen, rejected = _response(row, "chosen"), _response(row, "rejected")
     if chosen.strip() == rejected.strip():
         raise FieldError("rejected", "identical to chosen")
     return {"prompt": prompt, "responses": [chosen, rejected], "ranks": [0, 1], "sources": ["chosen", "rejected"]}

@@ -46,6 +46,22 @@ class SourceConfig:
         return self.name or self.card or Path(self.path or self.hub_id or self.formatter or "?").stem
 
 
+def source_from_config(entry, where: str) -> SourceConfig:
+    """A ``datasets:`` entry (dict from YAML) -> SourceConfig; unknown keys named with the entry's place."""
+    if isinstance(entry, SourceConfig):
+        return entry
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping like {{card: ..., path: ...}}, got {entry!r}")
+    known = set(SourceConfig.__dataclass_fields__)
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; a source takes {', '.join(sorted(known))}")
+    try:
+        return SourceConfig(**entry)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
 @dataclass
 class SourceStats:
     name: str

@@ -5,13 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chimed_trl.data.sources import SourceConfig
+from chimed_trl.data.sources import source_from_config
 
 TASKS = ("choice", "ner", "dialogue", "scales")
-
-
-def _sources(values: list) -> list[SourceConfig]:
-    return [SourceConfig(**v) if isinstance(v, dict) else v for v in values]
 
 
 @dataclass
@@ -68,4 +64,4 @@ class EvalArguments:
             "dialogue_datasets",
             "scale_datasets",
         ):
-            setattr(self, name, _sources(getattr(self, name)))
+            setattr(self, name, [source_from_config(v, f"{name}[{i}]") for i, v in enumerate(getattr(self, name))])
