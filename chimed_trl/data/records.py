@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from chimed_trl.errors import UserError
+
 ROLES = ("system", "user", "assistant")
 FORMATS = ("text", "conversation", "ranked", "choice", "ner", "dialogue_eval", "scale_item")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input, with the place (file:line or row) and the field that is wrong."""
 
     def __init__(self, where: str, field: str | None, message: str):
