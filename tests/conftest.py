@@ -37,3 +37,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+SERVE_COMMAND = "{bindir}/transformers serve {model} --host 127.0.0.1 --port {port} --device cpu"
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir):
+    """A real OpenAI-compatible server (``transformers serve``) on 127.0.0.1 running the tiny model.
+
+    Yields the :class:`~chimed_trl.generation.LaunchedServer`: ``base_url``, and ``model`` (the request's
+    ``model`` must be exactly the launch string). It ignores ``n`` and samples only when
+    ``extra_body={"generation_config": ...}`` asks. Needs the ``serving`` extra.
+    """
+    import sys
+
+    pytest.importorskip("fastapi")
+    from chimed_trl.generation import LaunchedServer
+
+    command = SERVE_COMMAND.replace("{bindir}", str(Path(sys.executable).parent))
+    with LaunchedServer(command, model=str(tiny_model_dir), ready_timeout=120) as server:
+        yield server

@@ -6,6 +6,16 @@ transformers model, any OpenAI-compatible server (vLLM, SGLang, ``transformers s
 
 from chimed_trl.generation.base import Generator, Prompt, SamplingParams, as_messages
 from chimed_trl.generation.openai_backend import OpenAIGenerator
+from chimed_trl.generation.server import LaunchedServer, free_port
 from chimed_trl.generation.transformers_backend import TransformersGenerator
 
-__all__ = ["Generator", "OpenAIGenerator", "Prompt", "SamplingParams", "TransformersGenerator", "as_messages"]
+__all__ = [
+    "Generator",
+    "LaunchedServer",
+    "OpenAIGenerator",
+    "Prompt",
+    "SamplingParams",
+    "TransformersGenerator",
+    "as_messages",
+    "free_port",
+]
