@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch would pull several GB of CUDA wheels.
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[deepspeed,eval,dev]"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[deepspeed,eval,serving,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
