@@ -76,8 +76,21 @@ def run_check(name: str, fn, ctx) -> dict:
     return record
 
 
+def json_stdout():
+    """A stream on the real stdout for the JSON lines; fd 1 itself then points at stderr.
+
+    Libraries print to stdout (the Trainer's log dicts, DeepSpeed's logger, launched recipes), so stdout
+    would no longer be one JSON line per check: everything else goes to stderr, at the descriptor level.
+    """
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out = json_stdout()
     try:
         how = ensure_packages()
     except UserError as exc:
@@ -92,7 +105,7 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING)
     env = {**environment(), "packages": how}
-    print(json_line({"environment": env}), flush=True)
+    print(json_line({"environment": env}), file=out, flush=True)
     records = []
     functions = check_functions()
     with tempfile.TemporaryDirectory(prefix="chimed-gpu-") as workdir:
@@ -100,7 +113,7 @@ def main(argv=None) -> int:
         for name in args.only or CHECKS:
             record = run_check(name, functions[name], ctx)
             records.append(record)
-            print(json_line(record), flush=True)
+            print(json_line(record), file=out, flush=True)
     results_dir = args.results or (None if args.dry_run else DEFAULT_RESULTS)
     if results_dir is not None:
         path = write(results_dir, records, env)
