@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.gpu.common import REPO, json_line  # noqa: E402
 from benchmarks.gpu.install import ensure_packages  # noqa: E402
-from benchmarks.gpu.report import CHECKS, validate, write  # noqa: E402
+from benchmarks.gpu.report import CHECKS, parts_of, validate, write  # noqa: E402
 from chimed_trl.errors import UserError  # noqa: E402  (the environment above must be set first)
 
 DEFAULT_RESULTS = REPO / "benchmarks" / "gpu"
@@ -69,6 +69,9 @@ def run_check(name: str, fn, ctx) -> dict:
         traceback.print_exc(file=sys.stderr)
         record = result(name, ctx, "failed", reason=f"{type(exc).__name__}: {str(exc)[:1500]}")
     record["seconds"] = round(time.perf_counter() - start, 2)
+    if record["status"] == "failed" and not record.get("reason"):
+        failed = {k: p.get("reason") for k, p in parts_of(record).items() if p.get("status") == "failed"}
+        record["reason"] = "; ".join(f"{k}: {why}" for k, why in failed.items()) or None
     problems = validate(record)
     if problems:
         record = {**record, "status": "failed", "reason": "results schema: " + "; ".join(problems)}

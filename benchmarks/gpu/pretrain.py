@@ -123,6 +123,7 @@ def packed_vs_alone(ctx: Context, model, trainer) -> dict:
     model.train()
     return {
         "status": "passed" if worst <= tolerance else "failed",
+        "reason": None if worst <= tolerance else f"packed logits differ from alone by {worst:.3g} > {tolerance:.3g}",
         "documents": len(spans),
         "tokens": int(ids.numel()),
         "max_abs_diff": worst,

@@ -18,7 +18,6 @@ import yaml
 from ..conftest import REPO
 
 CHECKS = {"device", "pretrain_throughput", "qlora_memory", "zero3_sft", "listwise_reward", "generation"}
-pytestmark = pytest.mark.slow  # one CPU dry run of the whole suite: about 30 s of CPU time
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 ENV["PYTHONPATH"] = os.pathsep.join([str(REPO), ENV.get("PYTHONPATH", "")])
 
@@ -35,19 +34,28 @@ def dry_run(tmp_path_factory):
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]  # any stray print would fail to parse
-    assert "environment" in lines[0]
+    assert "environment" in lines[0], proc.stderr[-5000:]
     records = {r["check"]: r for r in lines[1:]}
     assert len(records) == len(lines) - 1  # one line per check, none twice
-    return records, results
+    return records, results, proc
 
 
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
+def test_dry_run_exits_zero(dry_run):
+    # Catches: a failed check hidden behind a zero exit (CI would then pass a broken suite), or the reverse.
+    records, _, proc = dry_run
+    failed = {name: r.get("reason") for name, r in records.items() if r["status"] == "failed"}
+    assert proc.returncode == (1 if failed else 0), failed
+    assert not failed, failed
+
+
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
 def test_every_check_reports_once_and_none_failed(dry_run):
     # Catches: a check missing from the entry point, or a crash reported as a result instead of a pass.
     from benchmarks.gpu.report import validate
 
-    records, _ = dry_run
+    records, _, _ = dry_run
     assert set(records) == CHECKS
     for name, record in records.items():
         assert record["mode"] == "dry-run"
@@ -60,10 +68,11 @@ def test_every_check_reports_once_and_none_failed(dry_run):
         assert records["listwise_reward"]["reason"] == "skipped: ListwiseRewardTrainer not available"
 
 
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
 def test_pretrain_dry_run_packs_isolates_and_counts(dry_run):
     # Catches: a packed batch whose documents see each other (cache on, or packing off), a wrong tiny shape,
     # a throughput computed from the wrong token count.
-    records, _ = dry_run
+    records, _, _ = dry_run
     sdpa = records["pretrain_throughput"]["figures"]["backends"]["sdpa"]
     # tiny Qwen2 twin by hand: hidden 64, 2 layers, 4 heads / 1 kv head of 16, mlp 176, vocab 4096, tied
     h, kv, mlp, vocab = 64, 16, 176, 4096
@@ -80,9 +89,10 @@ def test_pretrain_dry_run_packs_isolates_and_counts(dry_run):
         assert "64 MiB" in flash["reason"]
 
 
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
 def test_qlora_dry_run_follows_the_recipe(dry_run):
     # Catches: a benchmark that drifts from recipes/qlora/sft.yaml (rank, targets, quantisation, checkpointing).
-    records, _ = dry_run
+    records, _, _ = dry_run
     record = records["qlora_memory"]
     recipe = yaml.safe_load((REPO / "recipes" / "qlora" / "sft.yaml").read_text())
     config = record["config"]
@@ -97,27 +107,30 @@ def test_qlora_dry_run_follows_the_recipe(dry_run):
     assert record["figures"]["parts"]["4bit"]["status"] == "skipped"
 
 
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
 def test_zero3_dry_run_trains_through_the_recipe(dry_run):
     # Catches: a launch command the recipe rejects, or a run that exits 0 without training.
-    records, _ = dry_run
+    records, _, _ = dry_run
     figures = records["zero3_sft"]["figures"]
     assert figures["steps"] == 1 and figures["world_size"] == 1
     # a random-init model predicts about uniformly: loss close to ln(vocab) of the tiny twin
     assert figures["loss_first"] == pytest.approx(math.log(4096), abs=0.3)
 
 
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
 def test_generation_dry_run_counts_samples(dry_run):
     # Catches: n ignored (one sample per prompt) or prompts dropped by batching.
-    records, _ = dry_run
+    records, _, _ = dry_run
     figures = records["generation"]["figures"]
     assert figures["prompts"] == 8 and figures["samples"] == 8 * 2
     assert figures["samples_per_s"] == pytest.approx(16 / figures["seconds"], rel=0.01)
     assert figures["parts"]["vllm"]["status"] == "skipped" and "336 MB" in figures["parts"]["vllm"]["reason"]
 
 
+@pytest.mark.slow  # shares one CPU dry run of the whole suite (about 30 s of CPU time)
 def test_results_files_are_labelled_dry_run(dry_run):
     # Catches: dry-run numbers written as if they were GPU figures.
-    records, results = dry_run
+    records, results, _ = dry_run
     text = (results / "RESULTS.md").read_text()
     assert "NOT GPU figures" in text
     for name in CHECKS:
@@ -172,7 +185,8 @@ def _wheel(folder, name):
 
 
 def test_install_step_installs_carried_wheels_without_an_index(tmp_path, monkeypatch):
-    # Catches: an install step that needs the network, installs somewhere not on the path, or hides no wheels.
+    # Catches: an install step that installs somewhere neither this process nor launched recipes look, that
+    # does not notice an earlier install, or that fails silently when no wheels were carried.
     from benchmarks.gpu.install import ensure_packages
     from chimed_trl.errors import UserError
 
