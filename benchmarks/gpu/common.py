@@ -18,9 +18,16 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 STATUSES = ("passed", "failed", "skipped")
 GIB = 2**30
-# Peak dense bf16 tensor-core rate by the vendor's datasheet (SXM parts, no sparsity), in FLOP/s.
-# H200 SXM has the H100 SXM's compute (989.4 TFLOP/s); a PCIe/NVL part is slower and is not matched here.
-PEAK_BF16 = {"H200": 989.4e12, "H100 80GB HBM3": 989.4e12, "A100": 312e12}
+# Peak dense bf16 tensor-core rate by the vendor's datasheets (no sparsity), in FLOP/s; the first name contained
+# in the device name wins. H200 SXM (plain "NVIDIA H200") has the H100 SXM's compute; NVL/PCIe parts are slower.
+PEAK_BF16 = {
+    "H200 NVL": 835.5e12,
+    "H200": 989.4e12,
+    "H100 NVL": 835.5e12,
+    "H100 PCIe": 756.5e12,
+    "H100": 989.4e12,
+    "A100": 312e12,
+}
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "bitsandbytes")
 OPTIONAL = ("flash_attn", "vllm")
 # Why some backends are never exercised on the lent GPU: its machine has no network, and what travels is

@@ -15,8 +15,7 @@ def run(ctx: Context) -> dict:
         "assumed_peak_bf16_tflops": peak / 1e12 if peak else None,
         "peak_source": "vendor datasheet, dense (no sparsity), SXM" if peak else None,
     }
-    status = "passed"
-    record = result("device", ctx, status, figures, versions=versions())
-    if not ctx.dry_run and peak is None:
-        record.update(status="failed", reason=f"no assumed bf16 peak for {facts['device']!r}: add it to PEAK_BF16")
+    record = result("device", ctx, "passed", figures, versions=versions())
+    if not ctx.dry_run and peak is None:  # MFU is then not computed; the measured rate still is
+        record["note"] = f"no datasheet bf16 peak known for {facts['device']!r}: add it to PEAK_BF16 for MFU"
     return record
