@@ -84,7 +84,7 @@ def train_lm(
     set_seed(training_args.seed)
     if script_args.build_tiny_model:
         with PartialState().main_process_first():  # rank 0 builds; the others then find it built
-            ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+            ensure_tiny(model_args.model_name_or_path)  # reuses a tiny build of any seed, never a user's model
     check_stage(script_args, training_args)
 
     trust = training_args.trust_remote_code
