@@ -195,7 +195,8 @@ def tiny_build_problem(out: Path, seed: int | None = None, with_reward_twin: boo
 
 def ensure_tiny(out_dir: str | os.PathLike, seed: int | None = None, with_reward_twin: bool = False) -> Path:
     """The tiny model at ``out_dir``: built when the directory is missing or empty, reused when it holds a
-    complete tiny build (with ``seed``, when given), refused otherwise (for ``build_tiny_model: true``)."""
+    complete tiny build (with ``seed``, when given) or a finished run of this package (a model trained from
+    the tiny one: ``metrics.json`` + ``resolved_config.yaml``), refused otherwise (for ``build_tiny_model: true``)."""
     out = Path(out_dir)
     if not out.exists():
         if looks_like_hub_id(str(out_dir)):
@@ -207,6 +208,10 @@ def ensure_tiny(out_dir: str | os.PathLike, seed: int | None = None, with_reward
         return build_tiny(out, seed=0 if seed is None else seed, with_reward_twin=with_reward_twin)
     if out.is_dir() and not any(out.iterdir()):
         return build_tiny(out, seed=0 if seed is None else seed, with_reward_twin=with_reward_twin)
+    if (out / "metrics.json").is_file() and (out / "resolved_config.yaml").is_file():
+        # a finished run of this package (e.g. the pre-training stage an SFT config starts from): a model we
+        # trained, loaded as asked and never written to
+        return out
     problem = tiny_build_problem(out, seed, with_reward_twin) if out.is_dir() else "it is a file"
     if problem:
         raise UserError(

@@ -115,3 +115,12 @@ def test_default_build_has_no_reward_twin_and_fills_an_empty_dir(tmp_path):
     assert not (out / "reward").exists() and (out / "model.safetensors").exists()
     assert json.loads((out / TINY_BUILD_MARKER).read_text())["with_reward_twin"] is False
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no staging directory left behind
+
+
+# Bug caught: refusing the previous stage's output (pre-training -> SFT with the tiny configs), or writing into it.
+def test_ensure_tiny_leaves_a_finished_run_of_ours_as_it_is(tiny_model_dir, tmp_path):
+    run = _user_model(tiny_model_dir, tmp_path / "pretrain")
+    (run / "resolved_config.yaml").write_text("training: {}\n")
+    (run / "metrics.json").write_text("{}")
+    before = _digests(run)
+    assert ensure_tiny(run) == run and _digests(run) == before
