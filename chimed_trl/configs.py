@@ -5,25 +5,61 @@ A recipe passes ``(ChimedScriptArguments, SFTConfig, ChimedModelConfig)``; unkno
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from trl import ModelConfig
 
 from chimed_trl.data.sources import source_from_config
+from chimed_trl.errors import ConfigError
 
 ROPE_TYPES = ("linear", "dynamic", "yarn")
+
+
+class DatasetsJSON:
+    """``--datasets '[{"card": "cmmlu", "path": "..."}]'`` on the command line: a JSON list (or one object).
+
+    The argparse ``type`` of the ``datasets`` field; the YAML gives the list directly."""
+
+    def __new__(cls, text):
+        if not isinstance(text, str):
+            return text
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(
+                f'expects JSON such as \'[{{"card": "tiny_sft", "path": "data.jsonl"}}]\' ({e.msg} at column '
+                f"{e.colno}), got {text!r}"
+            ) from None
+
+
+def _flatten_sources(entries) -> list:
+    out = []
+    for entry in entries:
+        out += entry if isinstance(entry, list) else [entry]
+    return out
 
 
 @dataclass
 class ChimedScriptArguments:
     """What to train on and how the run is set up (everything not a trainer or model knob)."""
 
-    datasets: list[Any] = field(
+    datasets: list[DatasetsJSON] = field(
         default_factory=list,
-        metadata={"help": "Sources of the data mixture: [{card|formatter, path, weight, split, encoding, strict}]."},
+        metadata={
+            "help": "Sources of the data mixture, in YAML or as JSON on the command line: "
+            '\'[{"card": "tiny_sft", "path": "data.jsonl", "fraction": 0.5}]\' '
+            "(keys: card|formatter, path, hub_id, config, split, fraction|count, encoding, strict, name, reader)."
+        },
     )
-    test_size: float = field(default=0.0, metadata={"help": "Held-out split: a fraction (< 1) or a count."})
+    test_size: float = field(
+        default=0.0,
+        metadata={
+            "help": "Held-out split, taken per source before any upsampling: a fraction in (0, 1) or a whole "
+            "number of records >= 1 (1.0 is refused as ambiguous: write 1 for one record)."
+        },
+    )
     dedup: bool = field(default=True, metadata={"help": "Exact de-duplication across sources on normalised text."})
     stage: str = field(default="sft", metadata={"help": "pretrain (text, packed, loss on all tokens) or sft."})
     chat_template: str | None = field(
@@ -31,13 +67,25 @@ class ChimedScriptArguments:
     )
     build_tiny_model: bool = field(
         default=False,
-        metadata={"help": "Build the embedded tiny model at model_name_or_path when it is missing (offline runs)."},
+        metadata={
+            "help": "Build the embedded tiny model at model_name_or_path when that directory is missing or empty "
+            "(offline runs); an existing directory is used only if it holds a complete tiny build."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train again from scratch into an output_dir holding a finished or unfinished run (deletes "
+            "its checkpoints and metrics.json). Without it a finished run is left alone and an unfinished one resumes."
+        },
     )
 
     def __post_init__(self):
         if self.stage not in ("pretrain", "sft"):
-            raise ValueError(f"stage must be 'pretrain' or 'sft', got {self.stage!r}")
-        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
+            raise ConfigError(f"stage must be 'pretrain' or 'sft', got {self.stage!r}")
+        self.datasets = [
+            source_from_config(s, f"datasets[{i}]") for i, s in enumerate(_flatten_sources(self.datasets))
+        ]
 
 
 @dataclass
@@ -53,8 +101,8 @@ class ChimedModelConfig(ModelConfig):
         super().__post_init__()
         if self.rope_scaling_type is not None:
             if self.rope_scaling_type not in ROPE_TYPES:
-                raise ValueError(f"rope_scaling_type must be one of {ROPE_TYPES}, got {self.rope_scaling_type!r}")
+                raise ConfigError(f"rope_scaling_type must be one of {ROPE_TYPES}, got {self.rope_scaling_type!r}")
             if not self.rope_scaling_factor or self.rope_scaling_factor <= 1.0:
-                raise ValueError("rope_scaling_factor must be > 1 when rope_scaling_type is set")
+                raise ConfigError("rope_scaling_factor must be > 1 when rope_scaling_type is set")
         if (self.load_in_4bit or self.load_in_8bit) and not self.use_peft:
-            raise ValueError("load_in_4bit/load_in_8bit (QLoRA) trains adapters only: set use_peft: true")
+            raise ConfigError("load_in_4bit/load_in_8bit (QLoRA) trains adapters only: set use_peft: true")

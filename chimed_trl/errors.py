@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A mistake the user can fix; its message is the one line they see."""
+
+
+class ConfigError(UserError):
+    """A bad value of a recipe's config key; the recipe entry point adds the YAML file's name."""

@@ -3,71 +3,132 @@
 ``train_lm`` runs continued pre-training (``stage: pretrain``: plain documents, EOS between them,
 BFD packing, loss on every token) or SFT (``stage: sft``: conversations, loss on assistant turns
 only): seed, data, model, trainer, train, save. Each run writes ``resolved_config.yaml``,
-``data_stats.json`` and ``metrics.json`` in ``output_dir`` and resumes from its last checkpoint.
+``data_stats.json``, ``train.log`` and, last, ``metrics.json`` (with the whole loss history) in
+``output_dir``. Rerunning follows :mod:`chimed_trl.runs`: a finished run is left alone, an unfinished
+one resumes from its last complete checkpoint (same config only), ``overwrite_output_dir`` starts over.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 from trl import SFTConfig, get_peft_config
 
 from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
 from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
+from chimed_trl.errors import ConfigError
 from chimed_trl.models import load_model, load_tokenizer
-from chimed_trl.runs import last_checkpoint, save_resolved_config, write_json
+from chimed_trl.runs import (
+    METRICS_FILE,
+    FinishedRun,
+    move_secrets_to_env,
+    prepare_output_dir,
+    resolve_config,
+    write_json,
+    write_resolved_config,
+)
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers import ChimedSFTTrainer
 
 logger = logging.getLogger(__name__)
 STAGE_FORMAT = {"pretrain": "text", "sft": "conversation"}
+TRAIN_LOG = "train.log"
+TRAIN_LOG_LOGGER = "chimed_trl.train_log"  # the logged metric dicts: to train.log only
 
 
 def check_stage(script_args: ChimedScriptArguments, training_args: SFTConfig) -> None:
-    """Reject configs whose data or loss settings contradict the stage."""
+    """Reject configs whose data or loss settings contradict the stage, or that no trainer could run."""
     expected = STAGE_FORMAT[script_args.stage]
     for source in script_args.datasets:
         fmt = resolve(source)[1]
         if fmt != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"stage {script_args.stage!r} trains on {expected} records; source {source.label} is {fmt}"
             )
+    if training_args.max_length is not None and training_args.max_length < 1:
+        raise ConfigError(
+            f"max_length must be a number of tokens >= 1 (or null for no limit), got {training_args.max_length}"
+        )
     if script_args.stage == "pretrain":
         if training_args.assistant_only_loss:
-            raise ValueError("stage 'pretrain' trains on all tokens: set assistant_only_loss: false")
+            raise ConfigError("stage 'pretrain' trains on all tokens: set assistant_only_loss: false")
         if not training_args.packing:
             logger.warning("stage 'pretrain' without packing: each document gets its own padded row")
     elif not training_args.assistant_only_loss:
         logger.warning("stage 'sft' with assistant_only_loss: false trains on user and system tokens too")
 
 
-def summarize(trainer: ChimedSFTTrainer, stage: str, wall_time: float, data_rows: list[dict]) -> dict:
-    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+def loss_history(trainer: ChimedSFTTrainer) -> list[dict]:
+    """Every logged training loss of the whole run (the trainer state is restored on resume)."""
+    return [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
+
+
+def summarize(trainer: ChimedSFTTrainer, stage: str, data_rows: list[dict]) -> dict:
+    counters = trainer.run_counters()  # whole-run totals, carried across resumes
+    history = loss_history(trainer)
+    losses = [h["loss"] for h in history]
     return {
         "stage": stage,
         "steps": trainer.state.global_step,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "loss_finite": all(math.isfinite(x) for x in losses) if losses else None,
-        "tokens": int(getattr(trainer, "_total_train_tokens", 0)),
+        "tokens": counters["tokens"],
         "packing": trainer.packing_stats,
         "world_size": trainer.accelerator.num_processes,
-        "batches_per_rank": trainer.batches_per_rank(),
-        "wall_time_s": round(wall_time, 2),
+        "batches_per_rank": counters["batches_per_rank"],
+        "wall_time_s": round(counters["wall_time_s"], 2),
         "data": data_rows,
+        "loss_history": history,
     }
+
+
+class LogToFile(TrainerCallback):
+    """The trainer's logged dicts (loss, learning rate, ...) as lines of ``train.log``."""
+
+    def __init__(self):
+        self.logger = logging.getLogger(TRAIN_LOG_LOGGER)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.logger.info("step %d: %s", state.global_step, json.dumps(logs))
 
 
 def setup_logging(training_args: SFTConfig) -> None:
     """Our INFO lines (data table, packing efficiency) on the main process, warnings elsewhere."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("chimed_trl").setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+
+
+def log_to_file(output_dir: str) -> logging.Handler:
+    """``output_dir/train.log``: our lines, transformers' and TRL's, and every logged metric (main process)."""
+    import transformers
+
+    handler = logging.FileHandler(Path(output_dir) / TRAIN_LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    for name in ("chimed_trl", "trl", TRAIN_LOG_LOGGER):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger(TRAIN_LOG_LOGGER).setLevel(logging.INFO)
+    logging.getLogger(TRAIN_LOG_LOGGER).propagate = False  # the console has the progress bar's own copy
+    transformers.utils.logging.add_handler(handler)  # transformers' root logger does not propagate
+    return handler
+
+
+def close_log(handler: logging.Handler) -> None:
+    import transformers
+
+    for name in ("chimed_trl", "trl", TRAIN_LOG_LOGGER):
+        logging.getLogger(name).removeHandler(handler)
+    transformers.utils.logging.remove_handler(handler)
+    handler.close()
 
 
 def train_lm(
@@ -78,13 +139,33 @@ def train_lm(
 ) -> dict:
     """Train one stage; ``expected_stage`` lets a recipe refuse a config written for the other stage."""
     if expected_stage and script_args.stage != expected_stage:
-        raise ValueError(f"this recipe runs stage {expected_stage!r}; the config says stage: {script_args.stage!r}")
+        raise ConfigError(f"this recipe runs stage {expected_stage!r}; the config says stage: {script_args.stage!r}")
     start = time.time()
     setup_logging(training_args)
+    move_secrets_to_env(training_args)  # before anything pickles or prints the arguments
+    state = PartialState()
+    output_dir = training_args.output_dir
+    resolved = resolve_config(script=script_args, training=training_args, model=model_args)
+    try:
+        resume = prepare_output_dir(output_dir, resolved, script_args.overwrite_output_dir, state.is_main_process)
+    except FinishedRun as e:
+        logger.warning("%s", e)
+        return json.loads((Path(output_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+    handler = log_to_file(output_dir) if state.is_main_process else None
+    try:
+        if state.is_main_process:
+            write_resolved_config(output_dir, resolved)
+        return _train(script_args, training_args, model_args, resume, start)
+    finally:
+        if handler is not None:
+            close_log(handler)
+
+
+def _train(script_args, training_args, model_args, resume: str | None, start: float) -> dict:
     set_seed(training_args.seed)
     if script_args.build_tiny_model:
         with PartialState().main_process_first():  # rank 0 builds; the others then find it built
-            ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+            ensure_tiny(model_args.model_name_or_path)  # reuses a tiny build of any seed, never a user's model
     check_stage(script_args, training_args)
 
     trust = training_args.trust_remote_code
@@ -102,15 +183,18 @@ def train_lm(
         eval_dataset=data.get("test"),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        callbacks=[LogToFile()],
     )
-    if trainer.is_world_process_zero():
-        save_resolved_config(training_args.output_dir, script=script_args, training=training_args, model=model_args)
-    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir))
+    trainer.run_start_time = start
+    if resume:
+        logger.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
-    metrics = summarize(trainer, script_args.stage, time.time() - start, data_rows)
+    metrics = summarize(trainer, script_args.stage, data_rows)
     if training_args.eval_strategy != "no" and "test" in data:
         metrics["eval"] = trainer.evaluate()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
-        write_json(Path(training_args.output_dir) / "metrics.json", metrics)
+        trainer.create_model_card(model_name=Path(training_args.output_dir).name)
+        write_json(Path(training_args.output_dir) / METRICS_FILE, metrics)  # last: its presence = finished
     return metrics

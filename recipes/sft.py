@@ -4,8 +4,9 @@
         --config recipes/chimed-gpt/sft.yaml
 """
 
-from trl import SFTConfig, TrlParser
+from trl import SFTConfig
 
+from chimed_trl.cli import run_recipe
 from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
 from chimed_trl.stages import train_lm
 
@@ -15,5 +16,4 @@ def main(script_args, training_args, model_args):
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
-    main(*parser.parse_args_and_config())
+    run_recipe(main, (ChimedScriptArguments, SFTConfig, ChimedModelConfig))

@@ -18,10 +18,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """The embedded tiny model, built once per session."""
+    """The embedded tiny model, built once per session (with the ``reward/`` seq-cls twin some tests load)."""
     from chimed_trl.tiny import build_tiny
 
-    return build_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0, with_reward_twin=True)
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,24 @@ def test_recipe_refuses_the_other_stage(repo_root):
     args = parser.parse_args_and_config(["--config", str(repo_root / "recipes/tiny/sft.yaml")])
     with pytest.raises(ValueError, match="this recipe runs stage 'pretrain'; the config says stage: 'sft'"):
         train_lm(*args, expected_stage="pretrain")
+
+
+# Bugs caught: a config whose report_to names a reporter that is not installed (tensorboard) failed only after
+# the data had loaded; our own `gradient_checkpointing` key raised a FutureWarning on every run.
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_reporters_set_up_and_keys_are_current(path):
+    import warnings
+
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    from chimed_trl.cli import parse_recipe_args
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, training_args, _ = parse_recipe_args(
+            (ChimedScriptArguments, SFTConfig, ChimedModelConfig),
+            ["--config", str(path), "--bf16", "false", "--use_cpu", "true"],
+        )
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
+    callbacks = [cls() for cls in get_reporting_integration_callbacks(training_args.report_to)]
+    assert len(callbacks) == len(training_args.report_to)  # each named reporter is installed and set up

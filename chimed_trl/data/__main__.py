@@ -14,6 +14,8 @@ import sys
 from chimed_trl.data.records import DataError, record_text
 from chimed_trl.data.sources import SourceConfig, SourceStats, iter_records
 
+TINY_TOKENIZER = "the embedded tiny model's (2,048-token byte-level BPE; pass --tokenizer for your model's)"
+
 
 def _percentiles(values: list[int], points=(50, 90, 99, 100)) -> dict:
     ordered = sorted(values)
@@ -32,12 +34,15 @@ def stats(source: SourceConfig, tokenizer_name: str | None) -> dict:
 
         tokenizer = train_tokenizer()
     counts = SourceStats(source.label)
+    # verbose=False: lengths are what we measure, so "longer than the maximum sequence length" is not news
     lengths = [
-        len(tokenizer(record_text(r), add_special_tokens=False).input_ids) for r in iter_records(source, counts)
+        len(tokenizer(record_text(r), add_special_tokens=False, verbose=False).input_ids)
+        for r in iter_records(source, counts)
     ]
     row = counts.as_row()
     return {
         "source": source.label,
+        "tokenizer": tokenizer_name or TINY_TOKENIZER,
         "records": row["kept"],
         "read": row["read"],
         "skipped": row["skipped"],

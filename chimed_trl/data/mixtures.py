@@ -1,7 +1,13 @@
-"""Mixtures: several sources, weighted, de-duplicated across sources, split into train/held-out.
+"""Mixtures: several sources, de-duplicated across sources, split into train/held-out, then weighted.
 
-De-duplication is exact on normalised text (NFKC, lower-case, whitespace removed) of the whole
-record, first occurrence wins (sources in the order given). Weights apply after de-duplication.
+Order matters, and is: (1) read and de-duplicate: exact on normalised text (NFKC, lower-case,
+whitespace removed) of the whole record, first occurrence wins (sources in the order given);
+(2) split: ``test_size`` unique records, drawn uniformly from all sources, are held out; (3) weight:
+each source's remaining records are sub-sampled (``fraction:``) or up/down-sampled (``count:``) into
+train. Held-out records are never upsampled into train, so train and test never share a record.
+
+``test_size``: a whole number >= 1 is a record count; a float in (0, 1) is a share of the unique
+records; 0 holds nothing out. ``1.0`` (and any float >= 1) is refused: write ``1`` for one record.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 
 from chimed_trl.data.records import record_text
 from chimed_trl.data.sources import SourceConfig, SourceStats, iter_records, resolve
+from chimed_trl.errors import ConfigError, UserError
 from chimed_trl.runs import write_json
 
 logger = logging.getLogger(__name__)
@@ -29,21 +36,36 @@ def record_key(record: dict) -> bytes:
     return hashlib.blake2b(normalise(record_text(record)).encode("utf-8"), digest_size=16).digest()
 
 
-def _apply_weight(records: list[dict], weight: float, rng: random.Random) -> list[dict]:
-    if weight <= 1.0:
-        n = round(weight * len(records))
+def _select(records: list[dict], source: SourceConfig, rng: random.Random) -> list[dict]:
+    """A source's training records after ``fraction`` (sample without replacement) or ``count`` (upsample)."""
+    if source.fraction is not None:
+        n = max(1, round(source.fraction * len(records))) if records else 0
         return rng.sample(records, n) if n < len(records) else list(records)
-    n = int(weight)
-    if n <= len(records):
-        return rng.sample(records, n)
-    copies, rest = divmod(n, len(records))
+    if source.count is None or source.count == len(records):
+        return list(records)
+    if source.count < len(records):
+        return rng.sample(records, source.count)
+    copies, rest = divmod(source.count, len(records))
     return records * copies + rng.sample(records, rest)
+
+
+def held_out_count(test_size: float | int, n_records: int) -> int:
+    """Records to hold out of ``n_records`` (see the module docstring for what ``test_size`` means)."""
+    if isinstance(test_size, bool) or test_size < 0:
+        raise ConfigError(f"test_size must be a count >= 1, a fraction in (0, 1) or 0, got {test_size!r}")
+    if isinstance(test_size, float) and test_size >= 1:
+        if test_size.is_integer() and test_size > 1:
+            return int(test_size)  # 2000.0 from a float-typed source: unambiguous
+        raise ConfigError(
+            f"test_size {test_size!r} is ambiguous: write 1 to hold out one record, or a fraction below 1 such as 0.1"
+        )
+    return int(round(test_size * n_records)) if isinstance(test_size, float) else int(test_size)
 
 
 def build_mixture(
     sources: list[SourceConfig],
     seed: int = 0,
-    test_size: float = 0.0,
+    test_size: float | int = 0.0,
     dedup: bool = True,
     output_dir: str | Path | None = None,
 ):
@@ -51,13 +73,13 @@ def build_mixture(
     from datasets import Dataset, DatasetDict
 
     if not sources:
-        raise ValueError("the mixture has no sources: add at least one entry under `datasets:`")
+        raise ConfigError("the mixture has no sources: add at least one entry under `datasets:`")
     formats = {resolve(s)[1] for s in sources}
     if len(formats) > 1:
-        raise ValueError(f"a mixture mixes record formats {sorted(formats)}: use one format per mixture")
+        raise ConfigError(f"a mixture mixes record formats {sorted(formats)}: use one format per mixture")
     rng = random.Random(seed)
     seen: set[bytes] = set()
-    mixed: list[dict] = []
+    per_source: list[list[dict]] = []
     all_stats: list[SourceStats] = []
     for source in sources:
         stats = SourceStats(source.label)
@@ -70,19 +92,38 @@ def build_mixture(
                     continue
                 seen.add(key)
             kept.append(record)
-        selected = _apply_weight(kept, source.weight, rng) if kept else []
-        stats.selected = len(selected)
-        mixed += selected
+        if not kept:
+            where = source.path or source.hub_id or source.card
+            raise UserError(
+                f"dataset source {source.label} ({where}) yielded no records: read {stats.read}, skipped "
+                f"{dict(stats.skipped) or 0}, duplicates of earlier sources {stats.duplicates}"
+            )
+        per_source.append(kept)
         all_stats.append(stats)
-    if not mixed:
-        raise ValueError("the mixture is empty after skipping and de-duplication: check the sources")
-    rng.shuffle(mixed)
-    n_test = int(round(test_size * len(mixed))) if test_size < 1 else int(test_size)
-    if test_size and not 0 < n_test < len(mixed):
-        raise ValueError(f"test_size={test_size} leaves no train or no test records out of {len(mixed)}")
-    splits = {"train": mixed[n_test:]}
+    # split first: the held-out records are drawn from the unique records, before any upsampling
+    pool = [(i, r) for i, kept in enumerate(per_source) for r in kept]
+    n_test = held_out_count(test_size, len(pool)) if test_size else 0
+    if test_size and not 0 < n_test < len(pool):
+        raise ConfigError(f"test_size={test_size} leaves no train or no test records out of {len(pool)}")
+    order = list(range(len(pool)))
+    rng.shuffle(order)
+    test = [pool[j][1] for j in sorted(order[:n_test])]
+    held = set(order[:n_test])
+    train_by_source: list[list[dict]] = [[] for _ in sources]
+    for j, (i, record) in enumerate(pool):
+        if j not in held:
+            train_by_source[i].append(record)
+    train: list[dict] = []
+    for i, (source, stats, records) in enumerate(zip(sources, all_stats, train_by_source)):
+        selected = _select(records, source, rng) if records else []
+        stats.held_out = len(per_source[i]) - len(records)
+        stats.selected = len(selected)
+        train += selected
+    rng.shuffle(test)
+    rng.shuffle(train)
+    splits = {"train": train}
     if n_test:
-        splits["test"] = mixed[:n_test]
+        splits["test"] = test
     rows = [s.as_row() for s in all_stats]
     _log_table(rows, {k: len(v) for k, v in splits.items()})
     if output_dir is not None:
@@ -92,9 +133,10 @@ def build_mixture(
 
 
 def _log_table(rows: list[dict], splits: dict) -> None:
-    header = f"{'source':<24}{'read':>9}{'kept':>9}{'skipped':>9}{'dupes':>9}{'selected':>10}"
+    header = f"{'source':<24}{'read':>9}{'kept':>9}{'skipped':>9}{'dupes':>9}{'held out':>9}{'train':>10}"
     lines = [header] + [
-        f"{r['name'][:23]:<24}{r['read']:>9}{r['kept']:>9}{r['skipped_total']:>9}{r['duplicates']:>9}{r['selected']:>10}"
+        f"{r['name'][:23]:<24}{r['read']:>9}{r['kept']:>9}{r['skipped_total']:>9}{r['duplicates']:>9}"
+        f"{r['held_out']:>9}{r['selected']:>10}"
         for r in rows
     ]
     logger.info("data mixture (%s):\n%s", ", ".join(f"{k}={v}" for k, v in splits.items()), "\n".join(lines))

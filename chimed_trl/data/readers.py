@@ -1,4 +1,8 @@
-"""Row readers for raw files: JSON lines, JSON arrays, CSV, in any declared encoding.
+"""Row readers for raw files: JSON lines, JSON documents (array or object), CSV, TSV, plain text.
+
+A UTF-8 byte-order mark is accepted in every UTF-8 file (whether the encoding is the default or
+declared as ``utf-8``). ``.txt``: one ``{"text": ...}`` row per line (``txt_documents="line"``) or per
+blank-line separated block (``"paragraph"``); blank lines are not rows.
 
 Each reader yields ``(where, row)`` where ``where`` is ``file:line`` (or ``file[index]``) so that every
 later error can name the place. Decoding is line by line, so a wrong encoding is reported at the
@@ -15,10 +19,14 @@ from pathlib import Path
 from chimed_trl.data.records import DataError
 
 DEFAULT_ENCODING = "utf-8-sig"  # utf-8 that also accepts a byte-order mark (CCKS files have one)
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt")
+TXT_DOCUMENTS = ("line", "paragraph")
 
 
 def _decoded_lines(path: Path, encoding: str | None) -> Iterator[tuple[int, str]]:
     encoding = encoding or DEFAULT_ENCODING
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = DEFAULT_ENCODING  # a BOM is not text: strip it from the first line
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
             try:
@@ -69,9 +77,10 @@ def read_json_array(path: Path, encoding: str | None = None) -> Iterator[tuple[s
         yield f"{path}[{i}]", row
 
 
-def read_csv(path: Path, encoding: str | None = None) -> Iterator[tuple[str, dict]]:
+def read_csv(path: Path, encoding: str | None = None, delimiter: str = ",") -> Iterator[tuple[str, dict]]:
     lines = (line for _, line in _decoded_lines(path, encoding))
-    reader = csv.reader(lines)
+    # TSV has no quoting: a quote character is text
+    reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
     try:
         header = next(reader)
     except StopIteration:
@@ -93,19 +102,66 @@ def read_csv(path: Path, encoding: str | None = None) -> Iterator[tuple[str, dic
         yield where, dict(zip(header, values))
 
 
-def read_rows(path: str | Path, encoding: str | None = None) -> Iterator[tuple[str, dict]]:
-    """Rows of a raw file, chosen by extension (.jsonl/.json/.csv)."""
+def read_txt(path: Path, encoding: str | None = None, txt_documents: str = "line") -> Iterator[tuple[str, dict]]:
+    """Plain text: a document per line, or per blank-line separated paragraph (``where`` is its first line)."""
+    if txt_documents == "line":
+        for line_no, line in _decoded_lines(path, encoding):
+            if line.strip():
+                yield f"{path}:{line_no}", {"text": line.rstrip("\r\n")}
+        return
+    block: list[str] = []
+    first = 0
+    for line_no, line in _decoded_lines(path, encoding):
+        if line.strip():
+            first = first if block else line_no
+            block.append(line.rstrip("\r\n"))
+        elif block:
+            yield f"{path}:{first}", {"text": "\n".join(block)}
+            block = []
+    if block:
+        yield f"{path}:{first}", {"text": "\n".join(block)}
+
+
+def _is_json_lines(path: Path, encoding: str | None) -> bool:
+    """A ``.json`` file is JSON lines when its first non-blank line is a whole JSON object by itself (the
+    MedicalGPT and CMD dumps); an array, or an object spread over lines, is one JSON document."""
+    for _, line in _decoded_lines(path, encoding):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("["):
+            return False
+        try:
+            return isinstance(json.loads(line), dict)
+        except json.JSONDecodeError:
+            return False
+    return True
+
+
+def files_in(directory: Path) -> list[Path]:
+    """The data files of a directory tree, sorted; hidden files and other suffixes are ignored."""
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+    )
+
+
+def read_rows(
+    path: str | Path, encoding: str | None = None, txt_documents: str = "line"
+) -> Iterator[tuple[str, dict]]:
+    """Rows of a raw file, chosen by extension (.jsonl/.ndjson, .json, .csv, .tsv, .txt)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise DataError(str(path), None, "no such file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return read_jsonl(path, encoding)
     if suffix == ".json":
-        # JSON lines saved as .json are common (the MedicalGPT and CMD dumps): sniff the first character.
-        with path.open("rb") as f:
-            head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-        return read_json_array(path, encoding) if head.startswith(b"[") else read_jsonl(path, encoding)
-    if suffix in (".csv", ".tsv"):
+        return read_jsonl(path, encoding) if _is_json_lines(path, encoding) else read_json_array(path, encoding)
+    if suffix == ".csv":
         return read_csv(path, encoding)
-    raise DataError(str(path), None, f"unsupported file type {suffix!r} (expected .jsonl, .json or .csv)")
+    if suffix == ".tsv":
+        return read_csv(path, encoding, delimiter="\t")
+    if suffix == ".txt":
+        return read_txt(path, encoding, txt_documents)
+    raise DataError(str(path), None, f"unsupported file type {suffix!r} (expected one of {', '.join(DATA_SUFFIXES)})")

@@ -56,7 +56,15 @@ def validate_text(record: dict, where: str) -> None:
 
 
 def validate_conversation(record: dict, where: str) -> None:
-    validate_messages(record.get("messages") if isinstance(record, dict) else None, where)
+    messages = record.get("messages") if isinstance(record, dict) else None
+    validate_messages(messages, where)
+    if messages[-1]["role"] != "assistant":
+        raise DataError(
+            where,
+            f"messages[{len(messages) - 1}].role",
+            f"a training conversation must end with an assistant turn, this one ends with {messages[-1]['role']!r} "
+            "(nothing would be learned from it): drop the trailing turn",
+        )
 
 
 def validate_ranked(record: dict, where: str) -> None:

@@ -67,17 +67,21 @@ def test_mixture_weights_dedup_split_and_stats(tmp_path):
         tmp_path / "b.jsonl", [{"text": "文档 1"}, {"text": "ＡＢＣ"}] + [{"text": f"其他{i}"} for i in range(4)]
     )
     sources = [
-        SourceConfig(formatter="text", path=a, weight=0.5, name="a"),
-        SourceConfig(formatter="text", path=b, weight=12, name="b"),
+        SourceConfig(formatter="text", path=a, fraction=0.5, name="a"),
+        SourceConfig(formatter="text", path=b, count=12, name="b"),
     ]
     data, rows = build_mixture(sources, seed=3, test_size=0.1, output_dir=tmp_path / "out")
     by_name = {r["name"]: r for r in rows}
-    assert by_name["a"] == {**by_name["a"], "read": 11, "kept": 10, "skipped_total": 1, "duplicates": 0, "selected": 5}
-    # "文档 1" duplicates "文档1" after normalisation; b keeps 5 and upsamples to 12
+    assert by_name["a"] == {**by_name["a"], "read": 11, "kept": 10, "skipped_total": 1, "duplicates": 0}
+    # "文档 1" duplicates "文档1" after normalisation; 15 unique records, round(0.1 * 15) = 2 held out first,
+    # then a keeps half of its remaining records and b is upsampled from its remaining ones to 12
     assert by_name["b"]["duplicates"] == 1 and by_name["b"]["selected"] == 12
-    assert len(data["train"]) + len(data["test"]) == 17 and len(data["test"]) == 2
+    assert by_name["a"]["held_out"] + by_name["b"]["held_out"] == 2 == len(data["test"])
+    assert by_name["a"]["selected"] == round(0.5 * (10 - by_name["a"]["held_out"]))
+    assert len(data["train"]) == by_name["a"]["selected"] + 12
+    assert not set(data["test"]["text"]) & set(data["train"]["text"])
     saved = json.loads((tmp_path / "out" / "data_stats.json").read_text())
-    assert saved["splits"] == {"train": 15, "test": 2}
+    assert saved["splits"] == {"train": len(data["train"]), "test": 2}
     again, _ = build_mixture(sources, seed=3, test_size=0.1)
     assert again["train"]["text"] == data["train"]["text"]  # same seed, same mixture
     assert normalise(" Ａ b\nC ") == "abc"

@@ -72,3 +72,18 @@ def test_unreachable_hub_source_names_the_fix(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"could not open hub dataset 'shibing624/medical'.*set `path:`"):
         load_records(SourceConfig(card="cmd_sft"))
+
+
+# Bugs caught: the inspector printed transformers' "sequence length is longer than the specified maximum"
+# warning for every long real document, and did not say which tokenizer its token counts are in.
+def test_inspector_is_quiet_on_long_documents_and_names_its_tokenizer(tmp_path, tiny_model_dir):
+    long_doc = tmp_path / "long.txt"
+    long_doc.write_text("高血压患者应定期监测血压。" * 1500 + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "chimed_trl.data", "stats", "--formatter", "text", "--path", str(long_doc)]
+    out = subprocess.run(
+        [*cmd, "--tokenizer", str(tiny_model_dir)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["tokenizer"] == str(tiny_model_dir) and stats["length_tokens"]["p100"] > 4096
+    assert "longer than" not in out.stderr, out.stderr

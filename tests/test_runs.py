@@ -1,0 +1,111 @@
+"""Rerun rules of chimed_trl.runs: finished runs left alone, config-diff refusal, half-written checkpoints skipped."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from chimed_trl.errors import UserError
+from chimed_trl.runs import (
+    FinishedRun,
+    checkpoint_problem,
+    last_checkpoint,
+    move_secrets_to_env,
+    prepare_output_dir,
+    redact,
+    write_resolved_config,
+)
+
+RESOLVED = {"training": {"learning_rate": 0.003, "num_train_epochs": 4, "logging_steps": 1}, "model": {"lora_r": 8}}
+
+
+def _checkpoint(root, step, state=True, truncate=False):
+    ckpt = root / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.arange(1000, dtype=torch.float32)}, ckpt / "model.safetensors")
+    if truncate:
+        data = (ckpt / "model.safetensors").read_bytes()
+        (ckpt / "model.safetensors").write_bytes(data[: len(data) - 100])
+    if state:
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
+
+
+# Bug caught: transformers' get_last_checkpoint picks the newest checkpoint-N even when the save was cut short
+# (no trainer_state.json, or a truncated safetensors), and resuming from it crashes or loads garbage.
+def test_half_written_checkpoints_are_skipped(tmp_path):
+    _checkpoint(tmp_path, 5)
+    _checkpoint(tmp_path, 10, state=False)
+    _checkpoint(tmp_path, 15, truncate=True)
+    assert checkpoint_problem(tmp_path / "checkpoint-5") is None
+    assert "no trainer_state.json" in checkpoint_problem(tmp_path / "checkpoint-10")
+    assert "truncated" in checkpoint_problem(tmp_path / "checkpoint-15")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")
+
+
+def _run(root, finished=False, resolved=RESOLVED):
+    root.mkdir()
+    write_resolved_config(root, resolved)
+    _checkpoint(root, 20)
+    if finished:
+        (root / "metrics.json").write_text('{"steps": 20}')
+    return root
+
+
+# Bugs caught: rerunning a finished run trained 0 steps and overwrote metrics.json with zeros; a changed
+# hyper-parameter silently continued the old run.
+def test_finished_run_is_left_alone_and_a_changed_config_is_refused(tmp_path):
+    out = _run(tmp_path / "done", finished=True)
+    with pytest.raises(FinishedRun, match="holds a finished run"):
+        prepare_output_dir(out, RESOLVED)
+    changed = {**RESOLVED, "training": {**RESOLVED["training"], "learning_rate": 0.001}}
+    with pytest.raises(UserError, match=r"differs in training.learning_rate: 0.003 -> 0.001\. Rerun") as e:
+        prepare_output_dir(out, changed)
+    assert not isinstance(e.value, FinishedRun)
+    assert (out / "metrics.json").read_text() == '{"steps": 20}'
+
+    running = _run(tmp_path / "running")
+    assert prepare_output_dir(running, RESOLVED) == str(running / "checkpoint-20")
+    # where it logs may change on resume; what it trains may not
+    neutral = {**RESOLVED, "training": {**RESOLVED["training"], "logging_steps": 10}}
+    assert prepare_output_dir(running, neutral) == str(running / "checkpoint-20")
+    longer = {**RESOLVED, "training": {**RESOLVED["training"], "num_train_epochs": 6}}
+    with pytest.raises(UserError, match=r"unfinished run \(resumable from checkpoint-20\).*num_train_epochs: 4 -> 6"):
+        prepare_output_dir(running, longer)
+
+
+# Bug caught: overwrite deleting files the package did not write, or not clearing the old checkpoints (which
+# would then be resumed).
+def test_overwrite_clears_only_the_runs_own_outputs(tmp_path):
+    out = _run(tmp_path / "done", finished=True)
+    (out / "notes.txt").write_text("mine")
+    assert prepare_output_dir(out, {"training": {"learning_rate": 1.0}}, overwrite=True) is None
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "resolved_config.yaml"]
+
+
+# Bugs caught: writing a run into a user's model directory; finding out the output dir is unwritable only
+# after hours of data loading.
+def test_foreign_or_unwritable_output_dir_is_refused_up_front(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"is not empty and holds no run of this package .*config.json"):
+        prepare_output_dir(tmp_path / "model", RESOLVED, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"output_dir '.*file/run' cannot be written"):
+        prepare_output_dir(tmp_path / "file" / "run", RESOLVED)
+
+
+# Bug caught: hub_token pickled into training_args.bin; eos_token/pad_token wrongly redacted as "secrets".
+def test_secrets_leave_the_arguments(monkeypatch):
+    from trl import SFTConfig
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    args = SFTConfig(output_dir="x", hub_token="hf_abc123", bf16=False, use_cpu=True, report_to=[])
+    move_secrets_to_env(args)
+    assert args.hub_token is None and __import__("os").environ["HF_TOKEN"] == "hf_abc123"
+    assert redact({"eos_token": "<e>", "hub_token": "t", "api_key": "k"}) == {
+        "eos_token": "<e>",
+        "hub_token": "<redacted>",
+        "api_key": "<redacted>",
+    }
