@@ -27,17 +27,28 @@ def test_all_accelerate_configs_present():
     }
 
 
+# What each file's name promises: (distributed_type, num_processes). A mismatch such as single_gpu.yaml saying
+# num_processes: 8 with distributed_type NO makes accelerate start 8 processes on a multi-GPU host.
+EXPECTED = {
+    "single_gpu": ("NO", 1),
+    "multi_gpu": ("MULTI_GPU", 8),
+    "deepspeed_zero2": ("DEEPSPEED", 8),
+    "deepspeed_zero3": ("DEEPSPEED", 8),
+    "deepspeed_zero3_offload": ("DEEPSPEED", 8),
+    "fsdp2": ("FSDP", 8),
+    "cpu_2proc": ("MULTI_GPU", 2),
+}
+
+
 @pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.stem)
 def test_accelerate_config_parses(path):
     config = load_config_from_file(str(path))
-    assert config.num_processes >= 1
+    # catches: a file whose process count or distribution type contradicts its name (single_gpu with 8 processes)
+    assert (config.distributed_type.value, config.num_processes) == EXPECTED[path.stem]
     if "deepspeed" in path.stem:
-        assert config.distributed_type.value == "DEEPSPEED"
         assert config.deepspeed_config["zero_stage"] == (2 if "zero2" in path.stem else 3)
         if "offload" in path.stem:
             assert config.deepspeed_config["offload_param_device"] == "cpu"
-    if path.stem == "cpu_2proc":
-        assert config.num_processes == 2
 
 
 def test_deepspeed_imports_on_cpu():
