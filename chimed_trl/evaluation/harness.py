@@ -22,7 +22,7 @@ from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.data.sources import load_records
 from chimed_trl.errors import UserError
 from chimed_trl.evaluation import attitude_scales, choice, ner, report
-from chimed_trl.evaluation.config import EvalArguments
+from chimed_trl.evaluation.config import TASK_DATASETS, EvalArguments
 from chimed_trl.evaluation.text_metrics import text_scores
 from chimed_trl.runs import save_resolved_config, write_json
 
@@ -223,6 +223,8 @@ def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = N
 
     model = tokenizer = generate = None
     pending = [t for t in args.tasks if t not in finished]
+    for task in pending:  # data errors first, before minutes of model loading
+        _records(getattr(args, TASK_DATASETS[task]), check_ids=task != "scales")
     if pending and args.api_base_url:
         from chimed_trl.generation import OpenAIGenerator
 
