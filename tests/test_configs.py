@@ -68,8 +68,11 @@ def test_recipe_config_parses(path):
         assert training_args.packing
     else:
         assert training_args.assistant_only_loss
+    if path.name == "sft_authors.yaml":  # the authors' published SFT script: 8 epochs at 1024 tokens
+        assert (training_args.num_train_epochs, training_args.max_length) == (8, 1024)
     if path.parent.name == "chimed-gpt":
-        assert training_args.max_length == 4096 and training_args.learning_rate == 2e-5
+        assert training_args.max_length == (1024 if path.name == "sft_authors.yaml" else 4096)
+        assert training_args.learning_rate == 2e-5
         assert (training_args.adam_beta1, training_args.adam_beta2) == (0.9, 0.98)
         assert training_args.weight_decay == 1e-4 and training_args.warmup_steps == 0.01
         assert training_args.per_device_train_batch_size == 2 and not model_args.use_peft
