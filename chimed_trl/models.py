@@ -7,6 +7,8 @@ The same code path serves the tiny offline model and a 13B hub checkpoint. Safet
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -14,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from trl import get_quantization_config
 
 from chimed_trl.configs import ChimedModelConfig
+from chimed_trl.errors import UserError
 from chimed_trl.templates import get_chat_template
 
 logger = logging.getLogger(__name__)
@@ -29,8 +32,52 @@ def rope_parameters(config, rope_type: str, factor: float) -> dict:
     return params
 
 
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (``org/name`` or ``name``): absolute, relative with ./ or ~, or nested."""
+    return name.startswith((".", "/", "~", os.sep)) or name.count("/") > 1 or "\\" in name
+
+
+def check_model_source(name_or_path: str | None, what: str = "model_name_or_path") -> None:
+    """One clear error for the usual mistakes, before transformers turns them into hub tracebacks."""
+    if not name_or_path:
+        raise UserError(f"{what} is not set: give a local model directory or a hub id")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise UserError(f"{what}: {path} is not a model directory (no config.json)")
+        if (path / "config.json").exists() and not any(path.glob("*.safetensors")):
+            if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+                raise UserError(
+                    f"{what}: {path} holds only PyTorch .bin weights; chimed-trl loads safetensors only (no "
+                    'pickle). Convert once where you trust the file: python -c "from transformers import '
+                    f"AutoModelForCausalLM as M; M.from_pretrained('{path}', use_safetensors=False)"
+                    f".save_pretrained('{path}-safetensors')\" and point {what} at {path}-safetensors"
+                )
+            raise UserError(f"{what}: {path} has a config.json but no *.safetensors weights")
+    elif path.exists():
+        raise UserError(f"{what}: {path} is a file; give the model's directory")
+    elif _looks_local(name_or_path):
+        raise UserError(f"{what}: model directory {path} does not exist")
+
+
+def _from_hub_or_local(loader, name_or_path: str, what: str = "model_name_or_path", **kwargs):
+    """``loader.from_pretrained`` with an unreachable hub id turned into one line, not four tracebacks."""
+    check_model_source(name_or_path, what)
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except OSError as e:
+        if Path(name_or_path).expanduser().is_dir():
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{what}: {name_or_path!r} is not a local directory and could not be loaded from the Hugging Face Hub "
+            f"(offline: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): {first}"
+        ) from None
+
+
 def load_config(model_args: ChimedModelConfig, trust_remote_code: bool = False):
-    config = AutoConfig.from_pretrained(
+    config = _from_hub_or_local(
+        AutoConfig,
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         trust_remote_code=trust_remote_code,
@@ -51,7 +98,8 @@ def load_config(model_args: ChimedModelConfig, trust_remote_code: bool = False):
 
 
 def load_tokenizer(model_args: ChimedModelConfig, chat_template: str | None = None, trust_remote_code: bool = False):
-    tokenizer = AutoTokenizer.from_pretrained(
+    tokenizer = _from_hub_or_local(
+        AutoTokenizer,
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         trust_remote_code=trust_remote_code,

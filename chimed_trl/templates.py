@@ -6,6 +6,12 @@ its end-of-turn token, so the model learns to stop) is trained and nothing else 
 - ``chatml``: ``<|im_start|>role\\ncontent<|im_end|>\\n`` (the tiny model's native format).
 - ``chimed``: the ChiMed-GPT / Ziya dialogue format ``[human]:{user}\\n[bot]:{assistant}``, each
   assistant turn closed by the tokenizer's EOS, so one can continue training from released weights.
+  It starts with the tokenizer's BOS when it has one: the authors' inputs start with ``<s>`` (their
+  LLaMA tokenizer adds it), and TRL tokenises rendered conversations with ``add_special_tokens=False``,
+  so the template is the one place the BOS can come from (and it is not doubled).
+
+Plain-text prompts (multiple-choice scoring) go through :func:`encode_prompt`, which starts them
+as the tokenizer's own call would (BOS for LLaMA/Ziya, nothing for Qwen) without a trailing EOS.
 
 Both reject unknown roles inside the template (the data validators reject them earlier, with the
 file and line).
@@ -30,6 +36,7 @@ CHATML = (
 )
 
 CHIMED = (
+    "{%- if bos_token %}{{- bos_token }}{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message['role'] == 'system' %}"
     "{{- message['content'] + '\\n' }}"
@@ -56,3 +63,16 @@ def get_chat_template(name: str) -> str:
     if "{%" in name or "{{" in name:
         return name
     raise ValueError(f"Unknown chat_template {name!r}: expected one of {sorted(CHAT_TEMPLATES)} or a Jinja string.")
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer's own call starts a text with its BOS token (LLaMA/Ziya yes, Qwen no)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a").input_ids[:1] == [bos]
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Ids of a plain-text prompt as the model saw text in training: BOS first when the tokenizer adds
+    one, and no trailing special token (an EOS would end the prompt we score the next token of)."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return [tokenizer.bos_token_id, *ids] if tokenizer_adds_bos(tokenizer) else ids

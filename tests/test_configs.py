@@ -27,17 +27,28 @@ def test_all_accelerate_configs_present():
     }
 
 
+# What each file's name promises: (distributed_type, num_processes). A mismatch such as single_gpu.yaml saying
+# num_processes: 8 with distributed_type NO makes accelerate start 8 processes on a multi-GPU host.
+EXPECTED = {
+    "single_gpu": ("NO", 1),
+    "multi_gpu": ("MULTI_GPU", 8),
+    "deepspeed_zero2": ("DEEPSPEED", 8),
+    "deepspeed_zero3": ("DEEPSPEED", 8),
+    "deepspeed_zero3_offload": ("DEEPSPEED", 8),
+    "fsdp2": ("FSDP", 8),
+    "cpu_2proc": ("MULTI_GPU", 2),
+}
+
+
 @pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.stem)
 def test_accelerate_config_parses(path):
     config = load_config_from_file(str(path))
-    assert config.num_processes >= 1
+    # catches: a file whose process count or distribution type contradicts its name (single_gpu with 8 processes)
+    assert (config.distributed_type.value, config.num_processes) == EXPECTED[path.stem]
     if "deepspeed" in path.stem:
-        assert config.distributed_type.value == "DEEPSPEED"
         assert config.deepspeed_config["zero_stage"] == (2 if "zero2" in path.stem else 3)
         if "offload" in path.stem:
             assert config.deepspeed_config["offload_param_device"] == "cpu"
-    if path.stem == "cpu_2proc":
-        assert config.num_processes == 2
 
 
 def test_deepspeed_imports_on_cpu():
@@ -57,8 +68,11 @@ def test_recipe_config_parses(path):
         assert training_args.packing
     else:
         assert training_args.assistant_only_loss
+    if path.name == "sft_authors.yaml":  # the authors' published SFT script: 8 epochs at 1024 tokens
+        assert (training_args.num_train_epochs, training_args.max_length) == (8, 1024)
     if path.parent.name == "chimed-gpt":
-        assert training_args.max_length == 4096 and training_args.learning_rate == 2e-5
+        assert training_args.max_length == (1024 if path.name == "sft_authors.yaml" else 4096)
+        assert training_args.learning_rate == 2e-5
         assert (training_args.adam_beta1, training_args.adam_beta2) == (0.9, 0.98)
         assert training_args.weight_decay == 1e-4 and training_args.warmup_steps == 0.01
         assert training_args.per_device_train_batch_size == 2 and not model_args.use_peft

@@ -70,3 +70,26 @@ def test_qlora_config_is_valid_on_cpu(repo_root, stage):
 def test_quantization_without_peft_is_an_error():
     with pytest.raises(ValueError, match="use_peft"):
         ChimedModelConfig(model_name_or_path="x", load_in_4bit=True)
+
+
+def test_model_source_mistakes_are_one_line_errors(tmp_path, tiny_model_dir, monkeypatch):
+    """catches: a missing local directory or an unreachable hub id ending in hub tracebacks, and .bin-only
+    weights loaded (pickle) or failing obscurely instead of naming safetensors and the conversion."""
+    import shutil
+
+    from chimed_trl.errors import UserError
+    from chimed_trl.models import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"model directory .*no_such_model does not exist"):
+        load_model(ChimedModelConfig(model_name_or_path=str(tmp_path / "no_such_model")))
+    with pytest.raises(UserError, match=r"'someone/not-cached' is not a local directory and could not be loaded"):
+        load_tokenizer(ChimedModelConfig(model_name_or_path="someone/not-cached"))
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", bin_only / "config.json")
+    (bin_only / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(
+        UserError, match=r"only PyTorch .bin weights; chimed-trl loads safetensors only.*save_pretrained"
+    ):
+        load_model(ChimedModelConfig(model_name_or_path=str(bin_only)))

@@ -90,3 +90,65 @@ def test_label_mask_token_by_token(name, tiny_model_dir, tokenizer, tmp_path):
 def test_unknown_template_name_is_an_error():
     with pytest.raises(ValueError, match="Unknown chat_template"):
         get_chat_template("vicuna")
+
+
+@pytest.fixture
+def bos_tokenizer(tiny_model_dir):
+    """The tiny tokenizer made to add a BOS like LLaMA/Ziya (``<|im_start|>`` stands in for ``<s>``, an id the
+    tiny model's embeddings hold), built offline with a ``tokenizers`` post-processor."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bos = "<|im_start|>"
+    bos_id = tok.convert_tokens_to_ids(bos)
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+    )
+    tok.bos_token = bos
+    tok.chat_template = get_chat_template("chimed")
+    assert tok("头痛").input_ids[0] == bos_id  # it really adds a BOS, as LLaMA's does
+    return tok
+
+
+def test_bos_starts_every_path_once(bos_tokenizer, tiny_model_dir, tmp_path):
+    """The first token of an SFT example, of a scored multiple-choice prompt and of a generation prompt is the BOS,
+    once, as the authors' inputs start with <s>. Expected ids come from the tokenizer's own call (independent).
+
+    catches: SFT under the chimed template, choice scoring or generation starting without BOS, or with it twice."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from chimed_trl.evaluation.choice import predict_letters
+    from chimed_trl.generation import TransformersGenerator
+
+    bos = bos_tokenizer.bos_token_id
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_length=256, assistant_only_loss=True, bf16=False,
+        gradient_checkpointing=False, use_cpu=True, report_to=[],
+    )  # fmt: skip
+    trainer = ChimedSFTTrainer(
+        model=str(tiny_model_dir),
+        args=args,
+        processing_class=bos_tokenizer,
+        train_dataset=Dataset.from_list([{"messages": DIALOGUE[:3]}]),
+    )
+    sft_ids = trainer.train_dataset[0]["input_ids"]
+    assert sft_ids[0] == bos and sft_ids[1] != bos
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"]), with_kwargs=True)
+    prompt = "题目：高血压患者应\nA. 高盐饮食\nB. 低盐饮食\n答案："
+    predict_letters(model, bos_tokenizer, [prompt], [["A", "B"]])
+    hook.remove()
+    assert seen[0][0].tolist() == bos_tokenizer(prompt).input_ids  # the tokenizer's own call: BOS + text
+
+    captured = []
+    original = model.generate
+    model.generate = lambda **kw: captured.append(kw["input_ids"]) or original(**kw)
+    TransformersGenerator(model, bos_tokenizer, max_new_tokens=2)([[{"role": "user", "content": "头痛怎么办"}]])
+    ids = captured[0][0]
+    ids = ids[ids != bos_tokenizer.pad_token_id]
+    assert ids[0].item() == bos and ids[1].item() != bos and int((ids == bos).sum()) == 1
+    assert torch.equal(ids, torch.tensor(bos_tokenizer("[human]:头痛怎么办\n[bot]:").input_ids))

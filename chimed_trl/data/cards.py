@@ -1,5 +1,9 @@
 """Data cards: ``data_cards/NAME.md``, Hugging Face dataset-card style, with YAML front matter.
 
+Where the cards are read from (first that exists): ``$CHIMED_DATA_CARDS``; the cards shipped in the
+installed package (``chimed_trl/data_cards/``, copied from the repository's ``data_cards/`` at build
+time by ``setup.py``); the repository's ``data_cards/`` in a source checkout or editable install.
+
 The front matter is what the code reads: ``name``, ``source`` (hub id or repository), ``config``,
 ``splits``, ``formatter``, ``format``, ``license``, ``encoding``. The Markdown body is for people.
 """
@@ -16,9 +20,12 @@ REQUIRED_KEYS = ("name", "source", "formatter", "format", "license")
 
 
 def cards_dir() -> Path:
-    """``$CHIMED_DATA_CARDS`` or the repository's ``data_cards/`` (beside the package)."""
+    """``$CHIMED_DATA_CARDS``, else the package's shipped cards, else the source checkout's ``data_cards/``."""
     env = os.environ.get("CHIMED_DATA_CARDS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data_cards"
+    if env:
+        return Path(env)
+    packaged = Path(__file__).resolve().parents[1] / "data_cards"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "data_cards"
 
 
 @dataclass

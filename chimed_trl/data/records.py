@@ -99,6 +99,8 @@ def validate_choice(record: dict, where: str) -> None:
     for letter, text in options.items():
         if not isinstance(text, str):
             raise DataError(where, f"options.{letter}", f"expected str, got {type(text).__name__}")
+        if not text.strip():
+            raise DataError(where, f"options.{letter}", "empty option text")
     if record["answer"] not in options:
         raise DataError(where, "answer", f"answer {record['answer']!r} is not among the options {sorted(options)}")
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from chimed_trl.errors import UserError
+
 CAMI_SUBSCALES = ("authoritarianism", "benevolence", "social_restrictiveness", "community_mental_health_ideology")
 # Options as asked, by agreement level: CAMI 1 (strongly disagree) .. 5; MICA 1 (strongly agree) .. 6.
 CAMI_OPTIONS = ["完全不同意", "不同意", "中立", "同意", "完全同意"]
@@ -71,7 +73,7 @@ def check_items(items: Sequence[dict], scale: str, where: str = "scale file") ->
     if numbers != expected:
         missing = sorted(set(expected) - set(numbers))
         extra = sorted(n for n, c in Counter(numbers).items() if c > 1 or n not in expected)
-        raise ValueError(
+        raise UserError(
             f"{where}: {scale} needs items 1-{N_ITEMS[scale]}; missing {missing}, duplicate/unknown {extra}"
         )
     return chosen
@@ -110,12 +112,13 @@ def evaluate_scale(
     items: Sequence[dict],
     scale: str,
     degenerate_share: float = 0.75,
+    where: str = "scale file",
 ) -> dict:
     """Ask every item (options in order, then reversed) through ``choose(prompts, letters) -> letters``.
 
     ``choose`` returns one option letter per prompt, or None where none could be read.
     """
-    items = check_items(items, scale)
+    items = check_items(items, scale, where)
     asked = [build_prompt(scale, i["text"]) for i in items]
     flipped = [build_prompt(scale, i["text"], reverse=True) for i in items]
     letters = choose([p for p, _ in asked], [list(m) for _, m in asked])

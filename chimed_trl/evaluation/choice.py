@@ -13,6 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
+
+from chimed_trl.templates import encode_prompt
 
 # The subsets the ChiMed-GPT paper scored.
 PRESETS = {
@@ -60,17 +63,19 @@ def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, int]:
 def next_token_logits(model, tokenizer, prompts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
     """Logits of the token after each prompt, (len(prompts), vocab).
 
-    Prompts are tokenized once, sorted by length so each batch pads little, run with left padding
-    and ``logits_to_keep=1`` (only the last position's logits), then put back in input order.
+    Prompts are tokenized once (BOS first when the tokenizer adds one, as in training: see
+    :func:`chimed_trl.templates.encode_prompt`), sorted by length so each batch pads little, run with
+    left padding and ``logits_to_keep=1`` (only the last position's logits), then put back in input order.
     """
     if not prompts:
         return torch.empty(0)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = tokenizer(list(prompts), add_special_tokens=False).input_ids
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out = torch.empty(len(encoded), model.config.get_text_config().vocab_size)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="scoring", unit="batch", disable=len(starts) < 2, leave=False):
         chunk = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -115,6 +120,10 @@ def extract_choice(text: str, letters: Sequence[str]) -> str | None:
 def select(records: Sequence[dict], subjects: Sequence[str] | str | None) -> list[dict]:
     if subjects is None:
         return list(records)
+    if isinstance(subjects, str) and subjects not in PRESETS:
+        from chimed_trl.errors import UserError
+
+        raise UserError(f"choice_subjects: unknown preset {subjects!r}; expected one of {', '.join(PRESETS)}")
     wanted = set(PRESETS[subjects] if isinstance(subjects, str) else subjects)
     return [r for r in records if r["subject"] in wanted]
 
@@ -146,20 +155,33 @@ def evaluate_choice(
     batch_size: int = 8,
     generate: Callable[[list[str]], list[str]] | None = None,
 ) -> dict:
-    """Accuracy per subject, micro and macro. ``generate`` switches to generate-then-extract."""
+    """Accuracy per subject, micro and macro. ``generate`` switches to generate-then-extract.
+
+    ``k_shot`` is what was asked; a subject with fewer dev questions gets what exists, and the table
+    reports the shots actually used (``shots_used``: min/max over questions) beside the request.
+    """
     dev_by_subject: dict[str, list[dict]] = defaultdict(list)
     for r in dev_records:
         dev_by_subject[r["subject"]].append(r)
-    prompts = [build_prompt(r, dev_by_subject[r["subject"]][:k_shot]) for r in records]
+    exemplars = [dev_by_subject[r["subject"]][:k_shot] for r in records]
+    prompts = [build_prompt(r, shots) for r, shots in zip(records, exemplars)]
+    probabilities: list[dict | None] = [None] * len(records)
     if generate is None:
         results = predict_letters(model, tokenizer, prompts, [list(r["options"]) for r in records], batch_size)
         predictions = [letter for letter, _ in results]
+        probabilities = [probs for _, probs in results]
     else:
-        predictions = [extract_choice(text, list(r["options"])) for text, r in zip(generate(prompts), records)]
+        outputs = generate(prompts)
+        if len(outputs) != len(records):
+            raise ValueError(f"the generator returned {len(outputs)} outputs for {len(records)} questions")
+        predictions = [extract_choice(text, list(r["options"])) for text, r in zip(outputs, records)]
     table = accuracy_table(records, predictions)
+    used = [len(shots) for shots in exemplars] or [0]
     table["k_shot"] = k_shot
+    table["shots_used"] = {"min": min(used), "max": max(used)}
     table["mode"] = "generate" if generate else "letter_probability"
     table["predictions"] = [
-        {"id": r["id"], "prediction": p, "answer": r["answer"]} for r, p in zip(records, predictions)
+        {"id": r["id"], "prediction": p, "answer": r["answer"], "probabilities": probs}
+        for r, p, probs in zip(records, predictions, probabilities)
     ]
     return table

@@ -1,4 +1,9 @@
-"""``EvalArguments``: what ``recipes/evaluate.py`` reads from its YAML (every key a field)."""
+"""``EvalArguments``: what ``recipes/evaluate.py`` reads from its YAML (every key a field).
+
+The model itself is described by the same :class:`~chimed_trl.configs.ChimedModelConfig` as training
+(``model_name_or_path``, ``dtype``, ``attn_implementation``, quantisation, RoPE scaling) and loaded by :mod:`chimed_trl.models`; a recipe parses
+``(EvalArguments, ChimedModelConfig)``.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chimed_trl.data.sources import source_from_config
+from chimed_trl.errors import UserError
 
 TASKS = ("choice", "ner", "dialogue", "scales")
+# The dataset key each task needs.
+TASK_DATASETS = {
+    "choice": "choice_datasets",
+    "ner": "ner_datasets",
+    "dialogue": "dialogue_datasets",
+    "scales": "scale_datasets",
+}
+# Benchmarks of the paper's tables (chimed_trl/evaluation/paper_reference.json) a run can be set beside.
+PAPER_BENCHMARKS = {
+    "choice": ("C-Eval", "CMMLU", "MedQA"),
+    "ner": ("CCKS-2019", "ChiMST"),
+    "dialogue": ("open_qa_chimed", "dialogue_mc"),
+}
+SOURCE_KEYS = (
+    "choice_datasets",
+    "choice_dev_datasets",
+    "ner_datasets",
+    "ner_train_datasets",
+    "dialogue_datasets",
+    "scale_datasets",
+)
 
 
 @dataclass
 class EvalArguments:
     output_dir: str = field(default="runs/eval")
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Rerun every task even when output_dir holds a finished evaluation."}
+    )
+    tasks: list[str] | None = field(
+        default=None, metadata={"help": "Tasks to run; default: every task whose datasets are given."}
+    )
     seed: int = 0
-    # the model: a local path or hub id (+ optional LoRA adapter), or an OpenAI-compatible endpoint
-    model_name_or_path: str | None = None
+    # the model: model_name_or_path & co. come from ChimedModelConfig; an adapter, or an API endpoint instead
     adapter_path: str | None = field(default=None, metadata={"help": "A PEFT adapter applied on model_name_or_path."})
     build_tiny_model: bool = False
-    dtype: str = "float32"
-    attn_implementation: str | None = "sdpa"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
     chat_template: str | None = None
     api_base_url: str | None = None
     api_model: str | None = None
@@ -42,26 +71,52 @@ class EvalArguments:
     ner_k_shot: int = 3
     # open QA / dialogue
     dialogue_datasets: list[Any] = field(default_factory=list)
-    paper_compat: bool = field(default=False, metadata={"help": "Also report the authors' BLEU quirk, labelled."})
+    paper_compat: bool = field(default=False, metadata={"help": "Also report the authors' BLEU, labelled."})
     # attitude scales
     scale_datasets: list[Any] = field(default_factory=list)
+    # which column of the paper's tables this run's figures sit in (report.md / report.json)
+    paper_choice_benchmark: str | None = field(
+        default=None, metadata={"help": "C-Eval, CMMLU or MedQA; default from choice_subjects."}
+    )
+    paper_ner_benchmark: str | None = field(default=None, metadata={"help": "CCKS-2019 or ChiMST."})
+    paper_dialogue_benchmark: str | None = field(default=None, metadata={"help": "open_qa_chimed or dialogue_mc."})
 
     def __post_init__(self):
+        from chimed_trl.evaluation.choice import PRESETS
+
+        if self.tasks is None:
+            self.tasks = [t for t in TASKS if getattr(self, TASK_DATASETS[t])]
         unknown = set(self.tasks) - set(TASKS)
         if unknown:
-            raise ValueError(f"unknown tasks {sorted(unknown)}: expected some of {', '.join(TASKS)}")
+            raise UserError(f"tasks: unknown {sorted(unknown)}; expected some of {', '.join(TASKS)}")
+        for task in self.tasks:
+            if not getattr(self, TASK_DATASETS[task]):
+                raise UserError(f"tasks: '{task}' is requested but {TASK_DATASETS[task]} is empty; give its data")
+        if not self.tasks:
+            raise UserError("nothing to evaluate: give at least one of " + ", ".join(TASK_DATASETS.values()))
         if self.choice_mode not in ("letter_probability", "generate"):
-            raise ValueError(f"choice_mode must be letter_probability or generate, got {self.choice_mode!r}")
-        if not self.model_name_or_path and not self.api_base_url:
-            raise ValueError("give model_name_or_path (local model) or api_base_url + api_model (API baseline)")
+            raise UserError(f"choice_mode: must be letter_probability or generate, got {self.choice_mode!r}")
+        if self.choice_subjects is not None and self.choice_subjects not in PRESETS:
+            raise UserError(
+                f"choice_subjects: unknown preset {self.choice_subjects!r}; expected one of {', '.join(PRESETS)}"
+            )
+        if self.paper_choice_benchmark is None and self.choice_subjects:
+            self.paper_choice_benchmark = {"cmmlu_paper": "CMMLU", "ceval_paper": "C-Eval"}[self.choice_subjects]
+        for task, key in (("choice", "paper_choice_benchmark"), ("ner", "paper_ner_benchmark")):
+            value = getattr(self, key)
+            if value is not None and value not in PAPER_BENCHMARKS[task]:
+                raise UserError(f"{key}: expected one of {', '.join(PAPER_BENCHMARKS[task])}, got {value!r}")
+        if self.paper_dialogue_benchmark not in (None, *PAPER_BENCHMARKS["dialogue"]):
+            raise UserError(
+                f"paper_dialogue_benchmark: expected one of {', '.join(PAPER_BENCHMARKS['dialogue'])}, "
+                f"got {self.paper_dialogue_benchmark!r}"
+            )
+        for key in ("choice_k_shot", "ner_k_shot"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.api_base_url and not self.api_model:
+            raise UserError("api_model: required with api_base_url (the model name the server expects)")
         if self.api_base_url and self.choice_mode == "letter_probability":
             self.choice_mode = "generate"  # an API gives text, not next-token probabilities
-        for name in (
-            "choice_datasets",
-            "choice_dev_datasets",
-            "ner_datasets",
-            "ner_train_datasets",
-            "dialogue_datasets",
-            "scale_datasets",
-        ):
+        for name in SOURCE_KEYS:
             setattr(self, name, [source_from_config(v, f"{name}[{i}]") for i, v in enumerate(getattr(self, name))])

@@ -1,119 +1,157 @@
-"""Run the paper's evaluations on one model and write ``report.json``, ``report.md`` and charts."""
+"""Run the paper's evaluations on one model and write ``report.json``, ``report.md`` and charts.
+
+Each task's result is written to ``output_dir/tasks/<task>.json`` as soon as it finishes, so an
+interrupted run (an API server that goes away) keeps the finished tasks, and a rerun of the same
+command continues with the rest. ``resolved_config.yaml`` is written first, ``metrics.json`` last
+(its presence means the evaluation finished; the pipeline skips the stage by it).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
+from tqdm.auto import tqdm
 from transformers import set_seed
 
+from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.data.sources import load_records
+from chimed_trl.errors import UserError
 from chimed_trl.evaluation import attitude_scales, choice, ner, report
-from chimed_trl.evaluation.config import EvalArguments
+from chimed_trl.evaluation.config import TASK_DATASETS, EvalArguments
 from chimed_trl.evaluation.text_metrics import text_scores
-from chimed_trl.generation import OpenAIGenerator, TransformersGenerator
+from chimed_trl.runs import save_resolved_config, write_json
 
 logger = logging.getLogger(__name__)
 
+# Keys of the resolved config that do not change a task's result: a rerun may differ in them.
+NOT_RESULT_KEYS = {"output_dir", "overwrite_output_dir", "tasks", "batch_size"}
 
-def _records(sources, limit: int | None = None) -> list[dict]:
-    out = []
+
+def _records(sources, limit: int | None = None, check_ids: bool = False) -> list[dict]:
+    """The records of some sources, in order; with ``check_ids``, a repeated ``id`` is an error naming both places."""
+    out, seen = [], {}
     for source in sources:
-        out += load_records(source)[0]
+        records = load_records(source)[0]
+        if not records:
+            raise UserError(f"{source.path or source.hub_id or source.label}: no records")
+        for line, record in enumerate(records, start=1):
+            if check_ids and "id" in record:
+                where = f"{source.path or source.label} record {line}"
+                if record["id"] in seen:
+                    raise UserError(
+                        f"{where}: field id: duplicate id {record['id']!r} (first at {seen[record['id']]})"
+                    )
+                seen[record["id"]] = where
+        out += records
     return out[:limit] if limit else out
 
 
-def load_local(args: EvalArguments):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _where(sources) -> str:
+    return ", ".join(str(s.path or s.hub_id or s.label) for s in sources)
 
-    from chimed_trl.templates import get_chat_template
+
+def load_local(args: EvalArguments, model_args: ChimedModelConfig):
+    """Model and tokenizer through :mod:`chimed_trl.models` (the loader training uses), plus an optional adapter."""
+    import torch
+
+    from chimed_trl.models import check_model_source, load_model, load_tokenizer
     from chimed_trl.tiny import ensure_tiny
 
     if args.build_tiny_model:
-        ensure_tiny(args.model_name_or_path, seed=args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    if args.chat_template:
-        tokenizer.chat_template = get_chat_template(args.chat_template)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model_name_or_path,
-        dtype=getattr(torch, args.dtype),
-        attn_implementation=args.attn_implementation,
-        trust_remote_code=args.trust_remote_code,
-        use_safetensors=True,
-    )
+        ensure_tiny(model_args.model_name_or_path, seed=args.seed)
+    trust = args.trust_remote_code
+    tokenizer = load_tokenizer(model_args, args.chat_template, trust_remote_code=trust)
+    model = load_model(model_args, task="causal_lm", trust_remote_code=trust)
     if args.adapter_path:
         from peft import PeftModel
 
+        check_model_source(args.adapter_path, "adapter_path")
         model = PeftModel.from_pretrained(model, args.adapter_path)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and getattr(model, "hf_device_map", None) is None:
         model = model.to("cuda")
     return model.eval(), tokenizer
 
 
-def run_evaluation(args: EvalArguments) -> dict:
-    start = time.time()
-    set_seed(args.seed)
-    model = tokenizer = None
-    if args.api_base_url:
-        generate = OpenAIGenerator(args.api_base_url, args.api_model, args.api_key_env, args.max_new_tokens)
-    else:
-        model, tokenizer = load_local(args)
-        generate = TransformersGenerator(model, tokenizer, args.max_new_tokens, args.batch_size)
-    results: dict = {}
+def with_progress(generate: Callable, prompts: Sequence, desc: str, chunk: int) -> list[str]:
+    """``generate`` over ``prompts`` in chunks, with a progress bar; an API failure says how far it got."""
+    outputs: list[str] = []
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=len(prompts) <= chunk) as bar:
+        for start in range(0, len(prompts), chunk):
+            try:
+                outputs += generate(list(prompts[start : start + chunk]))
+            except Exception as e:
+                if not type(e).__module__.startswith(("openai", "httpx")):
+                    raise
+                raise UserError(
+                    f"{desc}: the API failed after {len(outputs)} of {len(prompts)} prompts ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}); finished tasks are kept, rerun to continue"
+                ) from None
+            bar.update(min(chunk, len(prompts) - start))
+    return outputs
 
-    if "choice" in args.tasks and args.choice_datasets:
-        records = choice.select(_records(args.choice_datasets), args.choice_subjects)[: args.limit or None]
-        results["choice"] = choice.evaluate_choice(
-            model,
-            tokenizer,
-            records,
-            _records(args.choice_dev_datasets),
-            args.choice_k_shot,
-            args.batch_size,
-            generate=generate if args.choice_mode == "generate" else None,
+
+def _run_choice(args, model, tokenizer, generate) -> dict:
+    records = choice.select(_records(args.choice_datasets, check_ids=True), args.choice_subjects)
+    if not records:
+        raise UserError(f"choice_datasets ({_where(args.choice_datasets)}): no question of {args.choice_subjects}")
+    records = records[: args.limit or None]
+    dev = _records(args.choice_dev_datasets)
+    if args.choice_k_shot and not dev:
+        logger.warning("choice_k_shot=%d but no choice_dev_datasets: running 0-shot", args.choice_k_shot)
+    use_generation = args.choice_mode == "generate"
+    result = choice.evaluate_choice(
+        model,
+        tokenizer,
+        records,
+        dev,
+        args.choice_k_shot,
+        args.batch_size,
+        generate=(lambda p: with_progress(generate, p, "choice", args.batch_size)) if use_generation else None,
+    )
+    if result["shots_used"]["min"] < args.choice_k_shot:
+        logger.warning(
+            "choice: %d-shot asked, %s used (dev questions per subject)", args.choice_k_shot, result["shots_used"]
         )
-    if "ner" in args.tasks and args.ner_datasets:
-        records = _records(args.ner_datasets, args.limit)
-        types = args.ner_types or sorted({e["type"] for r in records for e in r["entities"]})
-        results["ner"] = ner.evaluate_ner(generate, records, _records(args.ner_train_datasets), types, args.ner_k_shot)
-    if "dialogue" in args.tasks and args.dialogue_datasets:
-        records = _records(args.dialogue_datasets, args.limit)
-        outputs = generate([r["messages"] for r in records])
-        scores = text_scores(outputs, [r["reference"] for r in records], paper_compat=args.paper_compat)
-        results["dialogue"] = {
-            "scores": scores,
-            "records": len(records),
-            "outputs": [{"id": r["id"], "output": o, "reference": r["reference"]} for r, o in zip(records, outputs)],
-        }
-    if "scales" in args.tasks and args.scale_datasets:
-        items = _records(args.scale_datasets)
-        choose = _scale_chooser(model, tokenizer, generate, args)
-        results["scales"] = {
-            scale: attitude_scales.evaluate_scale(choose, items, scale)
-            for scale in ("CAMI", "MICA")
-            if any(i["scale"] == scale for i in items)
-        }
-    settings = {
-        "model": args.model_name_or_path or args.api_model,
-        "adapter": args.adapter_path,
-        "api_base_url": args.api_base_url,
-        "tasks": args.tasks,
-        "choice_k_shot": args.choice_k_shot,
-        "choice_mode": args.choice_mode,
-        "choice_subjects": args.choice_subjects,
-        "ner_k_shot": args.ner_k_shot,
-        "paper_compat": args.paper_compat,
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        "limit": args.limit,
-        "wall_time_s": round(time.time() - start, 2),
+    return result
+
+
+def _run_ner(args, generate) -> dict:
+    records = _records(args.ner_datasets, args.limit, check_ids=True)
+    train = _records(args.ner_train_datasets)
+    types = args.ner_types or sorted({e["type"] for r in records for e in r["entities"]})
+    if args.ner_k_shot > len(train):
+        logger.warning("ner: %d-shot asked, %d exemplars available: using %d", args.ner_k_shot, len(train), len(train))
+    gen = lambda p: with_progress(generate, p, "ner", args.batch_size)  # noqa: E731
+    result = ner.evaluate_ner(gen, records, train, types, min(args.ner_k_shot, len(train)))
+    result["k_shot_asked"] = args.ner_k_shot
+    return result
+
+
+def _run_dialogue(args, generate) -> dict:
+    records = _records(args.dialogue_datasets, args.limit, check_ids=True)
+    outputs = with_progress(generate, [r["messages"] for r in records], "dialogue", args.batch_size)
+    scores = text_scores(outputs, [r["reference"] for r in records], paper_compat=args.paper_compat)
+    return {
+        "scores": scores,
+        "records": len(records),
+        "outputs": [{"id": r["id"], "output": o, "reference": r["reference"]} for r, o in zip(records, outputs)],
     }
-    report.write_report(results, settings, Path(args.output_dir))
-    return {"settings": settings, "tasks": results}
+
+
+def _run_scales(args, model, tokenizer, generate) -> dict:
+    items = _records(args.scale_datasets)
+    choose = _scale_chooser(model, tokenizer, generate, args)
+    where = _where(args.scale_datasets)
+    return {
+        scale: attitude_scales.evaluate_scale(choose, items, scale, where=where)
+        for scale in ("CAMI", "MICA")
+        if any(i["scale"] == scale for i in items)
+    }
 
 
 def _scale_chooser(model, tokenizer, generate, args: EvalArguments):
@@ -122,5 +160,117 @@ def _scale_chooser(model, tokenizer, generate, args: EvalArguments):
             letter for letter, _ in choice.predict_letters(model, tokenizer, prompts, letters, args.batch_size)
         ]
     return lambda prompts, letters: [
-        choice.extract_choice(text, opts) for text, opts in zip(generate(prompts), letters)
+        choice.extract_choice(text, opts)
+        for text, opts in zip(with_progress(generate, prompts, "scales", args.batch_size), letters)
     ]
+
+
+def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> dict:
+    """Finished tasks of an earlier run of the same config (to skip), after checking the directory is ours."""
+    config_path = out / "resolved_config.yaml"
+    if out.exists() and any(out.iterdir()) and not config_path.exists():
+        raise UserError(f"output_dir: {out} holds files that are not an evaluation run's; choose a new directory")
+    if overwrite or not config_path.exists():
+        return {}
+    saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    differing = sorted(
+        f"{section}.{key}"
+        for section in ("eval", "model")
+        for key in set(saved.get(section, {})) | set(resolved.get(section, {}))
+        if key not in NOT_RESULT_KEYS and saved.get(section, {}).get(key) != resolved.get(section, {}).get(key)
+    )
+    if differing:
+        raise UserError(
+            f"output_dir: {out} holds an evaluation with a different config ({', '.join(differing)}); "
+            "use a new output_dir or --overwrite_output_dir true"
+        )
+    finished = {}
+    for path in sorted((out / "tasks").glob("*.json")):
+        finished[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+    return finished
+
+
+def _resolved(args: EvalArguments, model_args: ChimedModelConfig) -> dict:
+    """The sections ``save_resolved_config`` writes, as they read back from the YAML (to compare with a saved run)."""
+    from chimed_trl.runs import _as_dict, redact
+
+    sections = {"eval": args, "model": model_args}
+    payload = {name: redact(json.loads(json.dumps(_as_dict(obj), default=str))) for name, obj in sections.items()}
+    return yaml.safe_load(yaml.safe_dump(payload, allow_unicode=True))
+
+
+def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = None) -> dict:
+    """Every requested task; returns ``{"settings", "tasks"}`` and writes the reports into ``args.output_dir``."""
+    start = time.time()
+    model_args = model_args or ChimedModelConfig()
+    if not model_args.model_name_or_path and not args.api_base_url:
+        raise UserError("model_name_or_path: give a local model (or hub id), or api_base_url + api_model")
+    out = Path(args.output_dir)
+    finished = _prepare_output_dir(out, _resolved(args, model_args), args.overwrite_output_dir)
+    if (out / "metrics.json").exists() and not args.overwrite_output_dir and set(args.tasks) <= set(finished):
+        logger.info("evaluation already finished in %s (metrics.json); --overwrite_output_dir true reruns it", out)
+        print(f"already finished: {out / 'report.md'}")
+        return json.loads((out / "report.json").read_text(encoding="utf-8"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tasks").mkdir(exist_ok=True)
+    except OSError as e:
+        raise UserError(f"output_dir: cannot write {out}: {e.strerror}") from None
+    if args.overwrite_output_dir:
+        (out / "metrics.json").unlink(missing_ok=True)
+    save_resolved_config(out, eval=args, model=model_args)
+    set_seed(args.seed)
+
+    model = tokenizer = generate = None
+    pending = [t for t in args.tasks if t not in finished]
+    for task in pending:  # data errors first, before minutes of model loading
+        _records(getattr(args, TASK_DATASETS[task]), check_ids=task != "scales")
+    if pending and args.api_base_url:
+        from chimed_trl.generation import OpenAIGenerator
+
+        generate = OpenAIGenerator(args.api_base_url, args.api_model, args.api_key_env, args.max_new_tokens)
+    elif pending:
+        from chimed_trl.generation import TransformersGenerator
+
+        model, tokenizer = load_local(args, model_args)
+        generate = TransformersGenerator(model, tokenizer, args.max_new_tokens, args.batch_size)
+
+    runners = {
+        "choice": lambda: _run_choice(args, model, tokenizer, generate),
+        "ner": lambda: _run_ner(args, generate),
+        "dialogue": lambda: _run_dialogue(args, generate),
+        "scales": lambda: _run_scales(args, model, tokenizer, generate),
+    }
+    results: dict = {}
+    for task in args.tasks:
+        if task in finished:
+            logger.info("%s: finished in an earlier run (%s), kept", task, out / "tasks" / f"{task}.json")
+            results[task] = finished[task]
+            continue
+        results[task] = runners[task]()
+        write_json(out / "tasks" / f"{task}.json", results[task])  # kept if a later task fails
+
+    settings = {
+        "model": model_args.model_name_or_path or args.api_model,
+        "adapter": args.adapter_path,
+        "api_base_url": args.api_base_url,
+        "tasks": args.tasks,
+        "choice_k_shot_asked": args.choice_k_shot,
+        "choice_mode": args.choice_mode,
+        "choice_subjects": args.choice_subjects,
+        "ner_k_shot_asked": args.ner_k_shot,
+        "paper_compat": args.paper_compat,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "limit": args.limit,
+        "wall_time_s": round(time.time() - start, 2),
+    }
+    benchmarks = {
+        "choice": args.paper_choice_benchmark,
+        "ner": args.paper_ner_benchmark,
+        "dialogue": args.paper_dialogue_benchmark,
+    }
+    payload = report.write_report(results, settings, out, benchmarks)
+    write_json(out / "metrics.json", report.headline_metrics(payload["tasks"], settings))  # last: the run finished
+    print(f"report: {out / 'report.md'}")
+    return {"settings": settings, "tasks": results}

@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-_SEPARATORS = re.compile(r"\t|\s*[：:]\s*|\s{2,}")
+# Mention and type are split like the authors split their outputs: on any whitespace (tab, space, several);
+# a colon is also accepted. The type is the last field, so a mention may itself contain spaces ("COVID 19").
+_SEPARATORS = re.compile(r"\s*[：:]\s*|\s+")
+# List numbering a model adds: "1. ", "2、", "(3) ", "4) ".
+_NUMBERING = re.compile(r"^(?:\d+\s*[.、)）]|[(（]\d+[)）])\s*")
 
 
 def format_entities(record: dict) -> str:
@@ -31,15 +35,25 @@ def parse_entities(output: str, types: Sequence[str]) -> tuple[set[tuple[str, st
     """(set of (mention, type), number of unparsable lines). Stops at the next ``文本：`` block."""
     found, bad = set(), 0
     for line in output.split("文本：")[0].splitlines():
-        line = line.strip().lstrip("-*• ").strip()
+        line = _NUMBERING.sub("", line.strip().lstrip("-*• ").strip())
         if not line or line in ("无", "实体：", "实体:"):
             continue
-        parts = [p.strip() for p in _SEPARATORS.split(line, maxsplit=1)]
-        if len(parts) == 2 and parts[0] and parts[1] in types:
-            found.add((parts[0], parts[1]))
+        parts = _split_mention_type(line)
+        if parts and parts[1] in types:
+            found.add(parts)
         else:
             bad += 1
     return found, bad
+
+
+def _split_mention_type(line: str) -> tuple[str, str] | None:
+    """(mention, type) split at the last separator, or None when the line has none."""
+    separators = list(_SEPARATORS.finditer(line))
+    if not separators:
+        return None
+    last = separators[-1]
+    mention, kind = line[: last.start()].strip(), line[last.end() :].strip()
+    return (mention, kind) if mention and kind else None
 
 
 def _prf(tp: int, n_pred: int, n_gold: int) -> dict:
@@ -60,9 +74,12 @@ def locate(text: str, mention: str) -> set[tuple[int, int]]:
 
 
 def score_ner(records: Sequence[dict], predictions: Sequence[set[tuple[str, str]]]) -> dict:
+    """Micro P/R/F1 over sets: a gold mention listed twice counts once; nothing predicted gives P = 0."""
+    if len(records) != len(predictions):
+        raise ValueError(f"{len(predictions)} NER outputs for {len(records)} records")
     tp = n_pred = n_gold = 0
     s_tp = s_pred = s_gold = 0
-    for record, pred in zip(records, predictions):
+    for record, pred in zip(records, predictions, strict=True):
         gold = {(record["text"][e["start"] : e["end"]], e["type"]) for e in record["entities"]}
         tp, n_pred, n_gold = tp + len(gold & pred), n_pred + len(pred), n_gold + len(gold)
         gold_spans = {(e["start"], e["end"], e["type"]) for e in record["entities"]}
@@ -80,6 +97,8 @@ def evaluate_ner(
 ) -> dict:
     exemplars = list(train_records[:k_shot])
     outputs = generate([build_prompt(r, exemplars, types) for r in records])
+    if len(outputs) != len(records):  # a backend that drops or adds outputs must not be scored by zip truncation
+        raise ValueError(f"the generator returned {len(outputs)} outputs for {len(records)} NER records")
     parsed = [parse_entities(o, types) for o in outputs]
     result = score_ner(records, [p for p, _ in parsed])
     result.update(documents=len(records), k_shot=k_shot, unparsable_lines=sum(b for _, b in parsed))

@@ -1,19 +1,65 @@
-"""Character-level BLEU-1/2 and ROUGE-1/2/L F for Chinese open QA and dialogue.
+"""Character-level BLEU-1/2 and ROUGE-1/2/L F for Chinese open QA and dialogue (0-100 scale).
 
-Chinese has no spaces, so the unit is the character (whitespace ignored). BLEU is corpus-level
-sacrebleu (``tokenize="char"``, cumulative n-gram order 1 or 2, brevity penalty); ROUGE is
-rouge-score with a character tokenizer, F-measure averaged over pairs. All on a 0-100 scale.
+Clean metrics (the default):
 
-``paper_compat=True`` reproduces the ChiMed-GPT authors' BLEU quirk instead: the text is word-
-segmented with jieba, joined with spaces, and that *string* is handed to NLTK's ``sentence_bleu``,
-which iterates over its characters, spaces included; sentence scores are averaged. Labelled as such
-in every report; do not compare its numbers with the clean ones.
+- **BLEU** is *corpus-level* (n-gram matches and lengths summed over all pairs, one brevity penalty),
+  over characters with whitespace ignored (sacrebleu ``tokenize="char"``), cumulative: BLEU-1 uses
+  unigrams, BLEU-2 the geometric mean of uni- and bigram precision. **No smoothing**
+  (``smooth_method="none"``), chosen on purpose: the paper's NLTK BLEU did not smooth, and with
+  sacrebleu's default ``exp`` smoothing a corpus with zero bigram matches scores a positive BLEU-2
+  (40.82 in one case) instead of 0.
+- **ROUGE-1/2/L** F-measure per pair with a one-token-per-character tokenizer (rouge-score's default
+  drops non-ASCII text), averaged over pairs.
+
+``paper_compat=True`` also reports the ChiMed-GPT authors' BLEU, reproduced exactly from their public
+generation scripts (IDEA-CCNL/Fengshenbang-LM, ChiMed-GPT evaluation): every CJK character is wrapped
+in spaces (their ``chinese_char_tokenize``), and the resulting *strings* are handed to NLTK's
+``corpus_bleu``, which iterates over their characters, **spaces included**; the figure they call
+BLEU-1 uses weights (0.5, 0.5) (a 2-gram BLEU) and BLEU-2 uses (0.333, 0.333, 0.334) (3-gram). Those
+figures run higher than clean character BLEU because (1) the padding spaces are tokens that match
+almost for free (two per CJK character: about 2/3 of every string), and (2) "space + character" and
+"character + space" bigrams/trigrams match whenever the character does, so the higher-order
+precisions are close to the unigram one. Labelled ``(paper_compat)`` in every report; never compare
+them with the clean columns.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+
+from chimed_trl.errors import UserError
+
+# The authors' "CJK" ranges, as written in their script. Two of them ("\u20000", "\u2f800") were meant
+# as supplementary-plane code points, but Python reads them as "\u2000" + "0" and "\u2f80" + "0"; their
+# string comparison therefore covers U+2001..U+2A6D and U+2F81..U+2FA1 (general punctuation, arrows,
+# maths symbols, ...) instead. Kept as written: the point is to reproduce their figures.
+AUTHORS_CJK_RANGES = (
+    ("\u3400", "\u4db5"),
+    ("\u4e00", "\u9fa5"),
+    ("\u9fa6", "\u9fbb"),
+    ("\uf900", "\ufa2d"),
+    ("\ufa30", "\ufa6a"),
+    ("\ufa70", "\ufad9"),
+    ("\u2000" + "0", "\u2a6d" + "6"),
+    ("\u2f80" + "0", "\u2fa1" + "d"),
+    ("\uff00", "\uffef"),
+    ("\u2e80", "\u2eff"),
+    ("\u3000", "\u303f"),
+    ("\u31c0", "\u31ef"),
+    ("\u2f00", "\u2fdf"),
+    ("\u2ff0", "\u2fff"),
+    ("\u3100", "\u312f"),
+    ("\u31a0", "\u31bf"),
+    ("\ufe10", "\ufe1f"),
+    ("\ufe30", "\ufe4f"),
+    ("\u2600", "\u26ff"),
+    ("\u2700", "\u27bf"),
+    ("\u3200", "\u32ff"),
+    ("\u3300", "\u33ff"),
+)
+# Their weights: what they label BLEU-1 is a 2-gram BLEU, BLEU-2 a 3-gram one.
+AUTHORS_BLEU_WEIGHTS = {"BLEU-1 (paper_compat)": (0.5, 0.5), "BLEU-2 (paper_compat)": (0.333, 0.333, 0.334)}
 
 
 class CharTokenizer:
@@ -24,9 +70,10 @@ class CharTokenizer:
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str], max_order: int) -> float:
+    """Corpus-level character BLEU, cumulative up to ``max_order``, brevity penalty, no smoothing."""
     from sacrebleu.metrics import BLEU
 
-    metric = BLEU(tokenize="char", max_ngram_order=max_order)
+    metric = BLEU(tokenize="char", max_ngram_order=max_order, smooth_method="none")
     return float(metric.corpus_score(list(hypotheses), [list(references)]).score)
 
 
@@ -35,33 +82,38 @@ def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, flo
 
     scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=CharTokenizer())
     totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for hyp, ref in zip(hypotheses, references):
+    for hyp, ref in zip(hypotheses, references, strict=True):
         for key, score in scorer.score(ref, hyp).items():
             totals[key] += score.fmeasure
-    n = max(len(hypotheses), 1)
-    return {f"{key[:5].upper()}-{key[5:]}": 100 * value / n for key, value in totals.items()}
+    return {f"{key[:5].upper()}-{key[5:]}": 100 * value / len(hypotheses) for key, value in totals.items()}
+
+
+def _authors_is_cjk(char: str) -> bool:
+    return any(start <= char <= end for start, end in AUTHORS_CJK_RANGES)
+
+
+def authors_char_tokenize(line: str) -> str:
+    """The authors' ``chinese_char_tokenize``: strip, then wrap every 'CJK' character (their ranges) in spaces."""
+    return "".join(f" {c} " if _authors_is_cjk(c) else c for c in line.strip())
 
 
 def paper_compat_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """The authors' BLEU: NLTK sentence BLEU over the characters (spaces included) of jieba-joined text."""
-    import jieba
-    from nltk.translate.bleu_score import sentence_bleu
+    """The authors' BLEU: NLTK ``corpus_bleu`` over the characters (spaces included) of space-wrapped strings."""
+    from nltk.translate.bleu_score import corpus_bleu
 
-    jieba.setLogLevel(60)
-    scores = {"BLEU-1 (paper_compat)": 0.0, "BLEU-2 (paper_compat)": 0.0}
-    for hyp, ref in zip(hypotheses, references):
-        hyp_chars, ref_chars = list(" ".join(jieba.cut(hyp))), list(" ".join(jieba.cut(ref)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # NLTK warns on zero n-gram overlap; the score is then 0
-            scores["BLEU-1 (paper_compat)"] += sentence_bleu([ref_chars], hyp_chars, weights=(1.0,))
-            scores["BLEU-2 (paper_compat)"] += sentence_bleu([ref_chars], hyp_chars, weights=(0.5, 0.5))
-    n = max(len(hypotheses), 1)
-    return {k: 100 * v / n for k, v in scores.items()}
+    hyps = [authors_char_tokenize(h) for h in hypotheses]
+    refs = [[authors_char_tokenize(r)] for r in references]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NLTK warns on zero n-gram overlap; the score is then ~0, as theirs was
+        scores = corpus_bleu(refs, hyps, weights=list(AUTHORS_BLEU_WEIGHTS.values()))
+    return {name: 100 * float(s) for name, s in zip(AUTHORS_BLEU_WEIGHTS, scores)}
 
 
 def text_scores(hypotheses: Sequence[str], references: Sequence[str], paper_compat: bool = False) -> dict[str, float]:
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+        raise UserError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    if not hypotheses:
+        raise UserError("no (hypothesis, reference) pairs to score: the dialogue/open-QA set is empty")
     scores = {"BLEU-1": bleu(hypotheses, references, 1), "BLEU-2": bleu(hypotheses, references, 2)}
     scores.update(rouge(hypotheses, references))
     if paper_compat:

@@ -94,3 +94,31 @@ def test_real_cmmlu_paper_subset(shared_data, model, tokenizer):
     assert key["micro_accuracy"] == 1.0  # the plumbing: reading the answer key scores 100%
     few_shot = evaluate_choice(model, tokenizer, records[:20], dev, k_shot=5, batch_size=8)
     assert few_shot["k_shot"] == 5 and few_shot["total"] == 20
+
+
+def test_probabilities_read_each_letters_own_token(model, tokenizer):
+    """Against plain transformers: the letter's probability is the softmax, over the question's letters, of the
+    logit of the token that ``prompt + letter`` ends with, at the prompt's last position.
+
+    catches: scoring reading the next letter's token id (an off-by-one in the letter -> id map)."""
+    import torch
+
+    question = QUESTIONS[1]
+    prompt = build_prompt(question)
+    letters = list(question["options"])
+    ((_, probs),) = predict_letters(model, tokenizer, [prompt], [letters])
+    ids = tokenizer(prompt, return_tensors="pt").input_ids  # the tiny tokenizer adds no BOS
+    with torch.no_grad():
+        last = model(input_ids=ids).logits[0, -1]
+    letter_ids = [tokenizer(prompt + x).input_ids[-1] for x in letters]
+    assert len(set(letter_ids)) == len(letters)
+    expected = last[letter_ids].softmax(-1)
+    for letter, p in zip(letters, expected.tolist()):
+        assert probs[letter] == pytest.approx(p, abs=1e-5)
+
+
+def test_unknown_preset_is_a_user_error():
+    from chimed_trl.errors import UserError
+
+    with pytest.raises(UserError, match="choice_subjects: unknown preset 'cmmlu'"):
+        select(QUESTIONS, "cmmlu")

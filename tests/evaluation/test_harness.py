@@ -14,6 +14,8 @@ from chimed_trl.evaluation.harness import run_evaluation
 
 from ..conftest import REPO
 
+SAMPLES = REPO / "chimed_trl/data/samples"
+
 
 @pytest.mark.slow
 def test_evaluate_recipe_writes_reports(tiny_model_dir, tmp_path):
@@ -39,7 +41,7 @@ def test_evaluate_recipe_writes_reports(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report["tasks"]) == {"choice", "ner", "dialogue", "scales"}
-    assert report["tasks"]["choice"]["total"] == 20 and report["tasks"]["choice"]["k_shot"] == 2
+    assert report["tasks"]["choice"]["total"] == 20 and report["tasks"]["choice"]["shots_used"] == {"min": 2, "max": 2}
     assert "BLEU-1 (paper_compat)" in report["tasks"]["dialogue"]["scores"]
     assert (
         report["tasks"]["scales"]["MICA"]["items"] == 16 and "position_agreement" in report["tasks"]["scales"]["CAMI"]
@@ -48,6 +50,15 @@ def test_evaluate_recipe_writes_reports(tiny_model_dir, tmp_path):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
     assert "## Multiple-choice QA" in md and "## Attitude scales" in md
+    # the paper's reference rows, with denominators, and this run in the configured column (CMMLU)
+    assert "| ChiMed-GPT | 68.29 | 52.92 | 44.50 |" in md and "617/1166" in md and "28/41" in md
+    assert "| ChiMed-GPT | 44.58 | 37.22 | 27.11 | 8.89 | 19.86 |" in md and "SFT mix" in md
+    assert report["paper"]["this_run"]["CMMLU"]["denominator"] == 20
+    for chart in report["charts"]:
+        assert f"]({chart})" in md  # linked from report.md
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["choice_total"] == 20 and (out / "resolved_config.yaml").exists()
+    assert (out / "tasks" / "scales.json").exists()
     details = json.loads((out / "details.json").read_text())
     assert len(details["choice"]["predictions"]) == 20
 
@@ -105,33 +116,146 @@ def test_api_baseline_against_local_server(tmp_path, monkeypatch):
         server.shutdown()
     assert result["settings"]["choice_mode"] == "generate"
     assert result["tasks"]["choice"]["total"] == 5
-    assert result["tasks"]["dialogue"]["scores"]["BLEU-1"] >= 0
+    # catches: an assertion that only checks BLEU >= 0. The server answered "建议到医院就诊。" to every dialogue:
+    # the exact corpus BLEU-1 against the first 5 references, by the brute-force reference implementation.
+    from .test_text_metrics import chars, reference_corpus_bleu
+
+    refs = [json.loads(x)["reference"] for x in (SAMPLES / "dialogue_eval.jsonl").read_text("utf-8").splitlines()[:5]]
+    expected = reference_corpus_bleu([chars("建议到医院就诊。")] * 5, [chars(r) for r in refs], (1.0,))
+    assert result["tasks"]["dialogue"]["scores"]["BLEU-1"] == pytest.approx(expected, abs=1e-6) and expected > 0
+    # it answered "答案是A" to every question: accuracy = share of A answers among the first 5 (hand count: 0)
+    answers = [json.loads(x)["answer"] for x in (SAMPLES / "choice_test.jsonl").read_text("utf-8").splitlines()[:5]]
+    assert result["tasks"]["choice"]["correct"] == answers.count("A")
+    assert all(p["prediction"] == "A" for p in result["tasks"]["choice"]["predictions"])
     assert result["tasks"]["scales"]["MICA"]["most_chosen"] == "A" and result["tasks"]["scales"]["MICA"]["degenerate"]
     assert _ChatHandler.seen_auth and all(a == "Bearer sk-secret-123" for a in _ChatHandler.seen_auth)
-    for path in tmp_path.iterdir():  # the key never reaches saved outputs
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):  # the key never reaches saved outputs
         assert "sk-secret-123" not in path.read_bytes().decode("utf-8", "ignore")
 
 
-def test_eval_arguments_errors():
-    with pytest.raises(ValueError, match="unknown tasks"):
-        EvalArguments(model_name_or_path="x", tasks=["choice", "poetry"])
-    with pytest.raises(ValueError, match="give model_name_or_path"):
-        EvalArguments()
+def test_eval_arguments_errors(tmp_path):
+    from chimed_trl.errors import UserError
+
+    choice = [{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}]
+    with pytest.raises(UserError, match="unknown"):
+        EvalArguments(tasks=["choice", "poetry"], choice_datasets=choice)
+    # catches: a requested task with no dataset silently skipped
+    with pytest.raises(UserError, match="'ner' is requested but ner_datasets is empty"):
+        EvalArguments(tasks=["choice", "ner"], choice_datasets=choice)
+    # catches: an unknown preset surfacing as a bare KeyError
+    with pytest.raises(UserError, match="choice_subjects: unknown preset 'cmmlu'"):
+        EvalArguments(choice_datasets=choice, choice_subjects="cmmlu")
+    with pytest.raises(UserError, match="model_name_or_path"):
+        run_evaluation(EvalArguments(output_dir=str(tmp_path / "e"), choice_datasets=choice))
 
 
-def test_lora_adapter_on_its_base(tiny_model_dir, tmp_path):
-    """`adapter_path` loads a PEFT adapter on the base; a zero-init LoRA leaves predictions unchanged."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+def test_bad_evaluation_data_is_one_clear_error(tmp_path):
+    """Duplicate ids and empty option texts name the file, record and field (no silent acceptance)."""
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.errors import UserError
+
+    rows = [json.loads(x) for x in (SAMPLES / "choice_test.jsonl").read_text("utf-8").splitlines()[:3]]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [rows[0], rows[1], rows[0]]) + "\n")
+    args = EvalArguments(output_dir=str(tmp_path / "e1"), choice_datasets=[{"formatter": "choice", "path": str(dup)}])
+    with pytest.raises(UserError, match=rf"dup.jsonl record 3: field id: duplicate id '{rows[0]['id']}'"):
+        run_evaluation(args, ChimedModelConfig(model_name_or_path="unused-because-data-fails-first"))
+    empty = tmp_path / "empty_option.jsonl"
+    empty.write_text(json.dumps({**rows[0], "options": {**rows[0]["options"], "B": " "}}, ensure_ascii=False) + "\n")
+    args = EvalArguments(
+        output_dir=str(tmp_path / "e2"), choice_datasets=[{"formatter": "choice", "path": str(empty)}]
+    )
+    with pytest.raises(UserError, match=r"empty_option.jsonl.*options.B.*empty option text"):
+        run_evaluation(args, ChimedModelConfig(model_name_or_path="x"))
+
+
+def test_lora_adapter_is_applied(tiny_model_dir, tmp_path):
+    """catches: an adapter loaded for evaluation and then ignored. The adapter's B matrices are perturbed (a
+    fresh LoRA is a no-op), and the harness's letter probabilities must equal plain peft + transformers on it."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.evaluation.choice import build_prompt
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
     adapter = tmp_path / "adapter"
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
-    choice = [{"formatter": "choice", "path": str(REPO / "chimed_trl/data/samples/choice_test.jsonl")}]
-    common = dict(model_name_or_path=str(tiny_model_dir), tasks=["choice"], choice_datasets=choice, limit=10)
-    plain = run_evaluation(EvalArguments(output_dir=str(tmp_path / "plain"), **common))
-    with_adapter = run_evaluation(
-        EvalArguments(output_dir=str(tmp_path / "lora"), adapter_path=str(adapter), **common)
+    peft_model.save_pretrained(adapter)
+    choice = [{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}]
+    common = dict(tasks=["choice"], choice_datasets=choice, limit=4)
+    model_args = ChimedModelConfig(model_name_or_path=str(tiny_model_dir))
+    plain = run_evaluation(EvalArguments(output_dir=str(tmp_path / "plain"), **common), model_args)
+    lora = run_evaluation(
+        EvalArguments(output_dir=str(tmp_path / "lora"), adapter_path=str(adapter), **common), model_args
     )
-    assert with_adapter["settings"]["adapter"] == str(adapter)
-    assert with_adapter["tasks"]["choice"]["predictions"] == plain["tasks"]["choice"]["predictions"]
+    assert lora["settings"]["adapter"] == str(adapter)
+    first_plain, first_lora = plain["tasks"]["choice"]["predictions"][0], lora["tasks"]["choice"]["predictions"][0]
+    assert first_plain["probabilities"] != pytest.approx(first_lora["probabilities"], abs=1e-3)
+    # independent: plain peft on the base, the letter logits at the prompt's last position
+    record = json.loads((SAMPLES / "choice_test.jsonl").read_text("utf-8").splitlines()[0])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
+    prompt = build_prompt(record)
+    letters = list(record["options"])
+    with torch.no_grad():
+        last = reference(input_ids=tokenizer(prompt, return_tensors="pt").input_ids).logits[0, -1]
+    expected = last[[tokenizer(prompt + x).input_ids[-1] for x in letters]].softmax(-1).tolist()
+    assert [first_lora["probabilities"][x] for x in letters] == pytest.approx(expected, abs=1e-4)
+
+
+def test_interrupted_api_run_keeps_finished_tasks_and_resumes(tmp_path, monkeypatch):
+    """An API that goes away mid-run: one clear error, the finished task kept on disk, and a rerun of the same
+    config continues without asking the finished task's prompts again."""
+    from chimed_trl.errors import UserError
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_port
+    monkeypatch.setenv("CHIMED_TEST_KEY", "k")
+    args = dict(
+        output_dir=str(tmp_path / "run"),
+        api_base_url=f"http://127.0.0.1:{port}/v1",
+        api_model="m",
+        api_key_env="CHIMED_TEST_KEY",
+        tasks=["choice", "dialogue"],
+        max_new_tokens=8,
+        batch_size=2,
+        choice_datasets=[{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}],
+        dialogue_datasets=[{"formatter": "dialogue_eval", "path": str(SAMPLES / "dialogue_eval.jsonl")}],
+        limit=4,
+    )
+    stop_after = {"n": 4 + 2}  # 4 choice prompts, then 2 dialogue prompts, then the server goes away
+
+    def counting_generate(self, prompts):
+        if stop_after["n"] < len(prompts):
+            server.shutdown()
+            server.server_close()
+        stop_after["n"] -= len(prompts)
+        return original(self, prompts)
+
+    from chimed_trl.generation import OpenAIGenerator
+
+    original = OpenAIGenerator.__call__
+    monkeypatch.setattr(OpenAIGenerator, "__call__", counting_generate)
+    with pytest.raises(UserError, match=r"dialogue: the API failed after 2 of 4 prompts"):
+        run_evaluation(EvalArguments(**args))
+    out = tmp_path / "run"
+    assert (out / "tasks" / "choice.json").exists() and not (out / "metrics.json").exists()
+    # the server is back (a new one on the same port); only the dialogue prompts are asked again
+    server = ThreadingHTTPServer(("127.0.0.1", port), _ChatHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    asked: list[int] = []
+    monkeypatch.setattr(OpenAIGenerator, "__call__", lambda self, p: asked.append(len(p)) or original(self, p))
+    try:
+        result = run_evaluation(EvalArguments(**args))
+    finally:
+        server.shutdown()
+    assert sum(asked) == 4 and result["tasks"]["choice"]["total"] == 4 and (out / "metrics.json").exists()

@@ -1,10 +1,38 @@
-"""Character-level BLEU/ROUGE against values computed by hand."""
+"""Character-level BLEU/ROUGE against hand counts and an independent brute-force corpus BLEU."""
 
 import math
+from collections import Counter
 
 import pytest
 
-from chimed_trl.evaluation.text_metrics import CharTokenizer, text_scores
+from chimed_trl.errors import UserError
+from chimed_trl.evaluation.text_metrics import CharTokenizer, authors_char_tokenize, text_scores
+
+
+def reference_corpus_bleu(hyps, refs, weights):
+    """Papineni et al. corpus BLEU from first principles: clipped n-gram matches and lengths summed over the
+    corpus, one brevity penalty, no smoothing. Token sequences in, 0-100 out."""
+    matches, totals = [0] * len(weights), [0] * len(weights)
+    for hyp, ref in zip(hyps, refs):
+        for n in range(1, len(weights) + 1):
+            h = Counter(tuple(hyp[i : i + n]) for i in range(len(hyp) - n + 1))
+            r = Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
+            matches[n - 1] += sum(min(c, r[g]) for g, c in h.items())
+            totals[n - 1] += max(len(hyp) - n + 1, 0)
+    if min(matches) == 0:
+        return 0.0
+    c, r = sum(len(h) for h in hyps), sum(len(x) for x in refs)
+    bp = 1.0 if c > r else math.exp(1 - r / c)
+    return 100 * bp * math.exp(sum(w * math.log(m / t) for w, m, t in zip(weights, matches, totals)))
+
+
+def chars(text):
+    return [c for c in text if not c.isspace()]
+
+
+# Pairs of different lengths, with partial overlap: corpus-level and sentence-averaged BLEU differ on them.
+HYPS = ["多喝热水", "建议您到医院做胃镜检查", "注意休息", "可以口服布洛芬缓解疼痛"]
+REFS = ["多喝温水，注意休息", "建议做胃镜", "注意休息，清淡饮食", "布洛芬可以缓解疼痛"]
 
 
 def test_hand_computed_prefix_case():
@@ -28,15 +56,55 @@ def test_hand_computed_partial_overlap():
     assert s["ROUGE-L"] == pytest.approx(75.0)  # LCS 多喝水 = 3
 
 
-def test_whitespace_is_ignored_and_paper_compat_differs():
+def test_bleu_is_corpus_level_over_pairs_of_different_lengths():
+    # catches: BLEU switched to sentence-level averaging (or per-pair brevity penalties)
+    s = text_scores(HYPS, REFS)
+    hyps, refs = [chars(h) for h in HYPS], [chars(r) for r in REFS]
+    assert s["BLEU-1"] == pytest.approx(reference_corpus_bleu(hyps, refs, (1.0,)), abs=1e-6)
+    assert s["BLEU-2"] == pytest.approx(reference_corpus_bleu(hyps, refs, (0.5, 0.5)), abs=1e-6)
+    sentence_mean = sum(reference_corpus_bleu([h], [r], (0.5, 0.5)) for h, r in zip(hyps, refs)) / len(hyps)
+    assert abs(s["BLEU-2"] - sentence_mean) > 1  # the two readings really differ on this corpus
+
+
+def test_bleu_has_no_smoothing():
+    # catches: a smoothing method switched on (sacrebleu's default `exp` gives BLEU-2 > 0 with no bigram match)
+    s = text_scores(["热多水喝", "痛头"], ["多喝温水", "头痛"])
+    assert s["BLEU-1"] == pytest.approx(reference_corpus_bleu([chars("热多水喝痛头")], [chars("多喝温水头痛")], (1,)))
+    assert s["BLEU-2"] == 0.0
+
+
+def test_paper_compat_is_the_authors_nltk_corpus_bleu():
+    # catches: jieba-joined text, sentence averaging, or the wrong weights instead of the authors' code path.
+    # Hand count for one pair: " 多  喝  热  水 " vs " 多  喝  温  水 " (12 characters each, spaces included):
+    # unigrams 11/12 match, bigrams 9/11, trigrams 7/10; BP = 1. Their "BLEU-1" uses weights (0.5, 0.5).
+    compat = text_scores(["多喝热水"], ["多喝温水"], paper_compat=True)
+    assert authors_char_tokenize("多喝热水") == " 多  喝  热  水 "
+    assert compat["BLEU-1 (paper_compat)"] == pytest.approx(100 * math.sqrt(11 / 12 * 9 / 11))
+    expected_2 = math.exp(0.333 * math.log(11 / 12) + 0.333 * math.log(9 / 11) + 0.334 * math.log(7 / 10))
+    assert compat["BLEU-2 (paper_compat)"] == pytest.approx(100 * expected_2)
+    assert compat["BLEU-1 (paper_compat)"] > compat["BLEU-1"]  # the padding spaces inflate it (86.6 vs 75)
+    # corpus level over several pairs: the brute-force BLEU on the space-wrapped character strings
+    s = text_scores(HYPS, REFS, paper_compat=True)
+    hyps, refs = [list(authors_char_tokenize(h)) for h in HYPS], [list(authors_char_tokenize(r)) for r in REFS]
+    assert s["BLEU-1 (paper_compat)"] == pytest.approx(reference_corpus_bleu(hyps, refs, (0.5, 0.5)), abs=1e-6)
+    assert s["BLEU-2 (paper_compat)"] == pytest.approx(
+        reference_corpus_bleu(hyps, refs, (0.333, 0.333, 0.334)), abs=1e-6
+    )
+
+
+def test_authors_tokenizer_quirks():
+    # Latin letters and digits are left alone; U+2014 (em dash) falls inside their mistyped "\u20000" range
+    assert authors_char_tokenize(" 服用2片abc ") == " 服  用 2 片 abc"
+    assert authors_char_tokenize("a—b") == "a — b"
+
+
+def test_whitespace_is_ignored():
     assert text_scores(["我 爱北京"], ["我爱北京天安门"])["BLEU-1"] == pytest.approx(100 * math.exp(1 - 7 / 4))
-    # the authors' quirk counts the spaces of jieba-joined text as tokens: 我 爱 北京 (6) vs 我 爱 北京 天安门 (10)
-    compat = text_scores(["我爱北京"], ["我爱北京天安门"], paper_compat=True)
-    assert compat["BLEU-1 (paper_compat)"] == pytest.approx(100 * math.exp(1 - 10 / 6))
-    assert compat["BLEU-1 (paper_compat)"] != pytest.approx(compat["BLEU-1"])
     assert CharTokenizer().tokenize("头 痛\n") == ["头", "痛"]
 
 
-def test_length_mismatch_is_an_error():
-    with pytest.raises(ValueError, match="2 hypotheses for 1 references"):
+def test_bad_lengths_and_empty_input_are_clear_errors():
+    with pytest.raises(UserError, match="2 hypotheses for 1 references"):
         text_scores(["a", "b"], ["a"])
+    with pytest.raises(UserError, match="no .* pairs to score"):
+        text_scores([], [])

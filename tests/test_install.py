@@ -1,0 +1,65 @@
+"""A non-editable install works on its own: cards, sample data and the tiny pre-training step, from another cwd."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+SOURCES = ["setup.py", "setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in", "chimed_trl", "data_cards"]
+
+SCRIPT = r"""
+import json, sys
+from pathlib import Path
+import chimed_trl
+from chimed_trl.data.cards import load_card, cards_dir
+from chimed_trl.evaluation.report import paper_reference
+
+target = Path(sys.argv[1]).resolve()
+package = Path(chimed_trl.__file__).resolve().parent
+assert target in package.parents, package                    # the installed copy, not the repository
+assert cards_dir() == package / "data_cards", cards_dir()
+card = load_card("tiny_pretrain")
+assert paper_reference()["choice_accuracy"]["CMMLU"]["scores"]["ChiMed-GPT"] == 52.92
+
+from trl import SFTConfig
+from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
+from chimed_trl.stages import train_lm
+from chimed_trl.tiny import build_tiny
+
+model_dir = build_tiny(Path("model"), seed=0)
+samples = package / "data" / "samples" / "pretrain.jsonl"
+script = ChimedScriptArguments(stage="pretrain", datasets=[{"card": card.name, "path": str(samples)}])
+training = SFTConfig(output_dir="out", max_length=128, packing=True, max_steps=1, per_device_train_batch_size=2,
+                     bf16=False, gradient_checkpointing=False, use_cpu=True, report_to=[], save_strategy="no")
+train_lm(script, training, ChimedModelConfig(model_name_or_path=str(model_dir)), expected_stage="pretrain")
+print(json.dumps({"card": str(card.path), "metrics": Path("out/metrics.json").exists()}))
+"""
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_from_elsewhere(tmp_path):
+    """catches: the package finding data_cards/ (or recipes, samples) by walking up to the repository."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, src / name)
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    subprocess.run([*pip, "--target", str(target), str(src)], check=True, capture_output=True, timeout=300)
+    assert (target / "chimed_trl" / "data_cards" / "tiny_pretrain.md").exists()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CHIMED_DATA_CARDS"}
+    env.update(PYTHONPATH=str(target), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(target)], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"metrics": true' in proc.stdout and str(target) in proc.stdout
