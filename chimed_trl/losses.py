@@ -59,8 +59,8 @@ def pairwise(scores: torch.Tensor, ranks: torch.Tensor, margin: float | torch.Te
 def best_worst_index(ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per list, the first response with the lowest rank and the last one with the highest rank."""
     valid = ranks >= 0
-    big = torch.iinfo(ranks.dtype).max
-    best_key = torch.where(valid, ranks, torch.full_like(ranks, big))
+    past_worst = ranks.max() + 1  # padding sorts after every real response (no overflow once scaled by K)
+    best_key = torch.where(valid, ranks, torch.full_like(ranks, 0) + past_worst)
     positions = torch.arange(ranks.shape[1], device=ranks.device)
     # the lowest rank, earliest position: argmin is not guaranteed to return the first minimum, so break ties by hand
     best = (best_key * ranks.shape[1] + positions).argmin(dim=1)
