@@ -39,7 +39,9 @@ class RewardScriptArguments:
 
     datasets: list[Any] = field(
         default_factory=list,
-        metadata={"help": "Ranked sources: [{card|formatter, path, weight, split, ...}] (cmd_reward, tiny_ranked...)."},
+        metadata={
+            "help": "Ranked sources: [{card|formatter, path, weight, split, ...}] (cmd_reward, tiny_ranked...)."
+        },
     )
     test_size: float = field(default=0.0, metadata={"help": "Held-out lists: a fraction (< 1) or a count."})
     dedup: bool = field(default=True, metadata={"help": "Exact de-duplication of whole lists across sources."})

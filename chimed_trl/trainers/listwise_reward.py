@@ -43,7 +43,6 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers.data.data_collator import DataCollatorMixin
 from trl import RewardConfig, RewardTrainer
-from trl.data_utils import is_conversational
 from trl.trainer.utils import global_then_local_main_first, pad
 
 from chimed_trl.data.records import validate_ranked
@@ -149,7 +148,7 @@ def reward_head(model: torch.nn.Module) -> torch.nn.Module:
 def check_reward_head(model: torch.nn.Module) -> None:
     """Refuse, at start, a model whose head is not a single score."""
     head = reward_head(model)
-    layer = getattr(head, "modules_to_save", {}).get("default", head) if hasattr(head, "modules_to_save") else head
+    layer = getattr(head, "original_module", head)  # PEFT's ModulesToSaveWrapper keeps the same shape
     out_features = getattr(layer, "out_features", getattr(getattr(layer, "weight", None), "shape", [None])[0])
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     if out_features != 1 or num_labels not in (None, 1):
@@ -412,7 +411,12 @@ def as_ranked(example: dict) -> dict:
         responses = list(example["responses"])
         ranks = example.get("ranks")
         ranks = list(range(len(responses))) if ranks is None else list(ranks)
-        return {"prompt": example.get("prompt"), "responses": responses, "ranks": ranks, "sources": example.get("sources")}
+        return {
+            "prompt": example.get("prompt"),
+            "responses": responses,
+            "ranks": ranks,
+            "sources": example.get("sources"),
+        }
     if example.get("chosen") is None or example.get("rejected") is None:
         raise UserError("a reward dataset needs `responses` (ranked records) or `chosen` and `rejected` columns")
     chosen, rejected, prompt = example["chosen"], example["rejected"], example.get("prompt")
