@@ -57,3 +57,20 @@ def test_bad_ranked_file_is_one_clear_error(tiny_model_dir, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"{bad}:2: field 'responses': duplicate responses" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# Catches: a reward config with a key no dataclass knows (TrlParser would refuse it at launch on the cluster), or a
+# loss_type typo in the shipped configs.
+@pytest.mark.parametrize("name", ["tiny/reward", "tiny/reward_lora", "chimed-gpt/reward", "lora/reward"])
+def test_shipped_reward_configs_parse(name):
+    from trl import TrlParser
+
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.reward import RewardScriptArguments
+    from chimed_trl.trainers import ListwiseRewardConfig
+
+    parser = TrlParser((RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig))
+    argv = ["--config", str(REPO / f"recipes/{name}.yaml"), "--bf16", "false", "--use_cpu", "true"]
+    script, training, model = parser.parse_args_and_config(argv)
+    assert training.loss_type in ("listmle", "pairwise", "bt") and script.datasets
+    assert model.use_peft == ("lora" in name)
