@@ -11,6 +11,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ChimedSFTTrainer": "chimed_trl.trainers",
+    "ListwiseRewardConfig": "chimed_trl.trainers",
+    "ListwiseRewardTrainer": "chimed_trl.trainers",
+    "RewardScriptArguments": "chimed_trl.reward",
+    "train_reward": "chimed_trl.reward",
+    "merge_adapter": "chimed_trl.merge",
     "ChimedScriptArguments": "chimed_trl.configs",
     "ChimedModelConfig": "chimed_trl.configs",
     "SourceConfig": "chimed_trl.data.sources",

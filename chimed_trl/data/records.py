@@ -86,8 +86,12 @@ def validate_ranked(record: dict, where: str) -> None:
         ranks = record["ranks"]
         if not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks):
             raise DataError(where, "ranks", "expected integers (lower is better)")
+        if any(r < 0 for r in ranks):
+            raise DataError(where, "ranks", f"ranks must be >= 0 (lower is better), got {ranks}")
         if ranks != sorted(ranks):
             raise DataError(where, "ranks", "responses must be listed best first (ranks non-decreasing)")
+        if len(set(ranks)) == 1:
+            raise DataError(where, "ranks", "all responses are tied: nothing to learn from this list")
 
 
 def validate_choice(record: dict, where: str) -> None:

@@ -1,3 +1,15 @@
+from chimed_trl.trainers.listwise_reward import (
+    DataCollatorForRankedResponses,
+    ListwiseRewardConfig,
+    ListwiseRewardTrainer,
+    sequence_scores,
+)
 from chimed_trl.trainers.sft import ChimedSFTTrainer
 
-__all__ = ["ChimedSFTTrainer"]
+__all__ = [
+    "ChimedSFTTrainer",
+    "DataCollatorForRankedResponses",
+    "ListwiseRewardConfig",
+    "ListwiseRewardTrainer",
+    "sequence_scores",
+]

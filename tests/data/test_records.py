@@ -16,7 +16,8 @@ def test_valid_records_pass():
         "conversation",
         "f:1",
     )
-    validate({"prompt": [{"role": "user", "content": "q"}], "responses": ["a", "b"], "ranks": [0, 0]}, "ranked", "f:1")
+    ranked = {"prompt": [{"role": "user", "content": "q"}], "responses": ["a", "b", "c"], "ranks": [0, 0, 1]}
+    validate(ranked, "ranked", "f:1")  # ties are allowed as long as something is ordered
     validate(
         {"id": "1", "subject": "s", "question": "q", "options": {"A": "x", "B": "y"}, "answer": "B"}, "choice", "f:1"
     )
@@ -50,6 +51,18 @@ def test_valid_records_pass():
             "ranked",
             "ranks",
             "best first",
+        ),
+        (
+            {"prompt": [{"role": "user", "content": "q"}], "responses": ["a", "b"], "ranks": [-1, 0]},
+            "ranked",
+            "ranks",
+            ">= 0",
+        ),
+        (
+            {"prompt": [{"role": "user", "content": "q"}], "responses": ["a", "b"], "ranks": [2, 2]},
+            "ranked",
+            "ranks",
+            "all responses are tied",
         ),
         (
             {"id": "1", "subject": "s", "question": "q", "options": {"A": "x"}, "answer": "A"},

@@ -1,0 +1,71 @@
+"""Merge a LoRA adapter into its base and write a standalone safetensors model (reward model or causal LM).
+
+    python -m chimed_trl.merge --base runs/sft --adapter runs/reward-lora --output runs/reward-merged
+
+The adapter's ``task_type`` picks the model class (``SEQ_CLS`` -> a one-score sequence classifier, whose trained
+``score`` head comes from the adapter; otherwise a causal LM). The tokenizer is copied from the adapter directory
+(falling back to the base). The output directory must not exist or be empty, unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from chimed_trl.errors import UserError
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} exists and is not a directory")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"--output {output} is not empty: pass --overwrite to replace the model in it")
+
+
+def merge_adapter(base: str, adapter: str, output: str, overwrite: bool = False, dtype: str = "float32") -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    out = Path(output)
+    _check_output(out, overwrite)
+    config_path = Path(adapter) / "adapter_config.json"
+    if not config_path.is_file():
+        raise UserError(f"--adapter {adapter}: no adapter_config.json (is it a LoRA output directory?)")
+    task_type = json.loads(config_path.read_text()).get("task_type")
+    load_kwargs = dict(dtype=getattr(torch, dtype), use_safetensors=True)
+    if task_type == "SEQ_CLS":
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, **load_kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, **load_kwargs)
+    tokenizer_dir = adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if task_type == "SEQ_CLS" and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # as the trainer set it
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="base model directory or hub id (the adapter was trained on)")
+    parser.add_argument("--adapter", required=True, help="LoRA adapter directory (adapter_config.json)")
+    parser.add_argument("--output", required=True, help="where the merged model goes (new or empty directory)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    try:
+        path = merge_adapter(args.base, args.adapter, args.output, args.overwrite, args.dtype)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
