@@ -193,7 +193,7 @@ def test_greedy_tiny_server_answers_are_counted_empty(tiny_server, tmp_path):
 def scripted_answers(model, question):
     i = int(question[2 : question.index("：")])
     if model == "A":
-        return {0: "", 1: f" 好答案{i}\u3000"}.get(i, f"A说{i}")  # 1: the chosen answer with spaces (full-width)
+        return {0: "", 1: f"好答案{chr(0xFF10 + i)}"}.get(i, f"A说{i}")  # 1: the chosen answer, full-width digit
     return {2: "A说2", 3: "   "}.get(i, f"B说{i}")  # 2: a copy of A's answer, 3: blank
 
 
