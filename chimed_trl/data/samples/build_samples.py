@@ -332,6 +332,19 @@ def build_ranked(rng: random.Random) -> list[dict]:
     return records
 
 
+def build_reward_pairs(ranked: list[dict]) -> list[dict]:
+    """CMD-Reward's raw schema (question, response_chosen, response_rejected): best and worst of each list,
+    the pairs the augmentation recipe turns back into 4-way lists."""
+    return [
+        {
+            "question": r["prompt"][0]["content"],
+            "response_chosen": r["responses"][0],
+            "response_rejected": r["responses"][-1],
+        }
+        for r in ranked
+    ]
+
+
 def build_choice(rng: random.Random, n: int) -> list[dict]:
     """Four-option triage questions: which department first (canonical choice records)."""
     out = []
@@ -410,6 +423,7 @@ def main() -> None:
     _write_jsonl(HERE / "ner.jsonl", build_ner())
     _write_jsonl(HERE / "dialogue_eval.jsonl", build_dialogue_eval(build_sft(random.Random(0))))
     _write_jsonl(HERE / "scale_items.jsonl", build_scale_items())
+    _write_jsonl(HERE / "reward_pairs.jsonl", build_reward_pairs(build_ranked(random.Random(0))))
 
 
 if __name__ == "__main__":

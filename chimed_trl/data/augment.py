@@ -1,0 +1,663 @@
+"""Augment ranked lists with *responders'* answers (the ChiMed-GPT reward data: accepted > GPT-4 > GPT-3.5 > rejected).
+
+Each input record (CMD-Reward pairs or any ranked file, read through the data layer) goes to one or
+more responders: an OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, ``transformers serve``) or a
+local transformers model. Each answer is inserted at its responder's ``position`` and labelled in
+``sources``; the records go to ``output_dir/ranked.jsonl``, whole lines, flushed and fsynced per batch.
+``metrics.json`` is written last, only when every prompt is done.
+
+``position`` is the number of the input's responses ranked *above* the answer: 0 = best of all,
+1 (the default) = right after the human-accepted answer (between chosen and rejected for a pair),
+``-1`` = right above the input's worst response, ``K`` = below all. Responders sharing a position
+keep their configured order, which is the order of expected quality.
+
+Resume: each record is keyed by a hash of its prompt and input responses (the ``id`` field of the
+output); a rerun skips ids already in ``ranked.jsonl`` or ``dropped.jsonl`` and repairs a torn last
+line. An empty answer, or one equal (after normalisation) to a response already in the list, is
+counted and handled by a policy: ``drop_record`` (logged to ``dropped.jsonl``), ``skip_responder``
+(the list goes on without that answer) or ``error``.
+
+API keys are read from the environment variable a responder names in ``api_key_env``; the key
+itself is never stored on a config, logged or written. Example (runs offline on the tiny model)::
+
+    from chimed_trl.data.augment import AugmentArguments, augment_rankings
+
+    metrics = augment_rankings(AugmentArguments(
+        output_dir="runs/tiny/augment",
+        datasets=[{"card": "cmd_reward", "path": "pairs.jsonl"}],
+        responders=[{"name": "sft", "model": "runs/tiny/sft"}, {"name": "base", "model": "runs/tiny-model"}],
+    ))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+import unicodedata
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chimed_trl.data.records import DataError
+from chimed_trl.data.sources import iter_records, source_from_config
+from chimed_trl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+POLICIES = ("drop_record", "skip_responder", "error")
+OUTPUT_FILE, DROPPED_FILE, SPEC_FILE = "ranked.jsonl", "dropped.jsonl", "augment_spec.json"
+OWN_FILES = (OUTPUT_FILE, DROPPED_FILE, SPEC_FILE, "resolved_config.yaml", "metrics.json")
+
+
+# ---------------------------------------------------------------- configuration
+@dataclass
+class ResponderConfig:
+    """One responder: a local model (``model``) or an OpenAI-compatible endpoint (``base_url`` + ``api_model``)."""
+
+    name: str
+    model: str | None = None  # local transformers model directory (or hub id)
+    base_url: str | None = None  # e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1
+    api_model: str | None = None  # the request's `model`, e.g. gpt-4
+    api_key_env: str | None = None  # NAME of the env variable holding the key; None: no key (local server)
+    position: int | None = None  # input responses ranked above this answer; None -> 1
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None  # sampling seed (API: per prompt, derived from the record id)
+    system_prompt: str | None = None  # prepended unless the prompt already has a system message
+    extra_body: dict | None = None  # server-specific request fields, e.g. transformers serve's generation_config
+    chat_template: str | None = None  # local: chatml, chimed or a Jinja string (None: the tokenizer's)
+    dtype: str = "float32"  # local
+    batch_size: int = 8  # local: prompts per generate() call
+
+    @property
+    def kind(self) -> str:
+        return "api" if self.base_url else "local"
+
+    def spec(self) -> dict:
+        """What must not change between a run and its resume (endpoints and paths may)."""
+        return {"name": self.name, "kind": self.kind, "position": self.position}
+
+
+def _responder(entry: Any, where: str) -> ResponderConfig:
+    if isinstance(entry, ResponderConfig):
+        return entry
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected a mapping like {{name: ..., model: ...}}, got {entry!r}")
+    if "api_key" in entry:
+        raise UserError(f"{where}: never put a key in a config; export it and name the variable in `api_key_env`")
+    known = set(ResponderConfig.__dataclass_fields__)
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown keys {unknown}; a responder takes {', '.join(sorted(known))}")
+    if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+        raise UserError(f"{where}.name: give each responder a non-empty name (it becomes its `sources` label)")
+    responder = ResponderConfig(**entry)
+    if responder.base_url and not responder.api_model:
+        raise UserError(f"{where}: an endpoint responder needs `api_model` (the request's model name)")
+    if responder.base_url and responder.model:
+        raise UserError(f"{where}: give `model` (local) or `base_url` + `api_model` (endpoint), not both")
+    if responder.position is not None and (
+        not isinstance(responder.position, int) or isinstance(responder.position, bool)
+    ):
+        raise UserError(f"{where}.position: expected an integer, got {responder.position!r}")
+    if responder.max_new_tokens < 1 or responder.temperature < 0:
+        raise UserError(f"{where}: max_new_tokens must be >= 1 and temperature >= 0")
+    return responder
+
+
+def parse_responders(entries: list, where: str = "responders") -> list[ResponderConfig]:
+    """YAML dicts, or JSON strings from the CLI (one object each, or one list of objects)."""
+    flat: list = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            try:
+                entry = json.loads(entry)
+            except json.JSONDecodeError as e:
+                raise UserError(
+                    f"{where}[{i}]: not valid JSON ({e.msg} at column {e.colno}): {entry[:60]!r}"
+                ) from None
+        flat += entry if isinstance(entry, list) else [entry]
+    responders = [_responder(e, f"{where}[{i}]") for i, e in enumerate(flat)]
+    names = [r.name for r in responders]
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: responder names must be unique, got {names}")
+    return responders
+
+
+@dataclass
+class AugmentArguments:
+    """What ``recipes/augment_rewards.py`` reads from its YAML (every key a field; CLI flags override)."""
+
+    output_dir: str = field(default="runs/augment", metadata={"help": "Where ranked.jsonl and metrics.json go."})
+    datasets: list[Any] = field(
+        default_factory=list, metadata={"help": "Ranked sources: [{card|formatter, path, ...}] (cmd_reward, ranked)."}
+    )
+    responders: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "[{name, model | base_url+api_model+api_key_env, position, max_new_tokens, temperature, ...}]; "
+            "on the CLI: one JSON list (or one JSON object per responder) replacing the YAML's."
+        },
+    )
+    responder_model: list[str] = field(
+        default_factory=list, metadata={"help": "NAME=PATH ...: set the local model of named responders."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Local model for responders that name neither `model` nor `base_url`."}
+    )
+    input_sources: list[str] | None = field(
+        default=None, metadata={"help": "Labels of the input responses, e.g. [human_chosen, human_rejected]."}
+    )
+    limit: int | None = field(default=None, metadata={"help": "Only the first N input records (quick runs)."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per written (fsynced) batch."})
+    max_concurrency: int = field(default=8, metadata={"help": "Endpoint requests in flight at once."})
+    max_retries: int = field(default=5, metadata={"help": "Retries per request on 429/5xx/timeouts/refused."})
+    backoff_initial_s: float = field(default=1.0, metadata={"help": "First retry delay; doubles each retry."})
+    backoff_max_s: float = field(default=30.0, metadata={"help": "Cap on one retry delay."})
+    request_timeout_s: float = field(default=120.0, metadata={"help": "Timeout of one endpoint request."})
+    empty_answer_policy: str = field(default="drop_record", metadata={"help": "drop_record|skip_responder|error"})
+    duplicate_answer_policy: str = field(default="drop_record", metadata={"help": "drop_record|skip_responder|error"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in a finished output_dir."})
+    seed: int = 0
+
+    def __post_init__(self):
+        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
+        self.responders = parse_responders(self.responders)
+        for assignment in self.responder_model:
+            name, sep, path = assignment.partition("=")
+            match = [r for r in self.responders if r.name == name]
+            if not sep or not path or not match:
+                names = ", ".join(r.name for r in self.responders)
+                raise UserError(f"responder_model: expected NAME=PATH with NAME among ({names}), got {assignment!r}")
+            match[0].model, match[0].base_url = path, None
+        for i, r in enumerate(self.responders):
+            if not r.model and not r.base_url:
+                if not self.model_name_or_path:
+                    raise UserError(f"responders[{i}] ({r.name}): give `model`, `base_url` or model_name_or_path")
+                r.model = self.model_name_or_path
+        for key in ("empty_answer_policy", "duplicate_answer_policy"):
+            if getattr(self, key) not in POLICIES:
+                raise UserError(f"{key}: expected one of {', '.join(POLICIES)}, got {getattr(self, key)!r}")
+        for key in ("batch_size", "max_concurrency"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.max_retries < 0:
+            raise UserError(f"max_retries: must be >= 0, got {self.max_retries}")
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise UserError("datasets: give at least one ranked source (e.g. {card: cmd_reward, path: ...})")
+        if not self.responders:
+            raise UserError("responders: give at least one responder")
+
+
+# ---------------------------------------------------------------- pure helpers
+def record_id(record: dict) -> str:
+    """A stable key of an input record: its prompt and input responses (not their labels)."""
+    payload = json.dumps([record["prompt"], record["responses"]], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def normalise(text: str) -> str:
+    """For the empty/duplicate checks: NFKC (full-width -> half-width), whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def resolve_position(position: int | None, k: int) -> int:
+    """How many of the K input responses rank above the answer (validated against K)."""
+    position = 1 if position is None else position
+    index = position if position >= 0 else k + position
+    if not 0 <= index <= k:
+        raise ValueError(f"position {position} is outside [-{k}, {k}] for a list of {k} responses")
+    return index
+
+
+def input_ranks(record: dict) -> list[int]:
+    return list(record.get("ranks") or range(len(record["responses"])))
+
+
+def insert_answers(record: dict, answers: list[tuple[ResponderConfig, str]], labels: list[str], where: str) -> dict:
+    """The augmented record: each answer placed after ``position`` input responses, ties of the input kept."""
+    k = len(record["responses"])
+    slots: dict[int, list] = {}
+    for responder, text in answers:  # config order = expected quality among answers at one slot
+        try:
+            slots.setdefault(resolve_position(responder.position, k), []).append((text, responder.name))
+        except ValueError as e:
+            raise DataError(where, "responses", f"responder {responder.name!r}: {e}") from None
+    old_ranks = input_ranks(record)
+    items: list[tuple[str, str, int | None]] = []  # (text, label, input rank or None for an answer)
+    for i in range(k + 1):
+        items += [(text, name, None) for text, name in slots.get(i, [])]
+        if i < k:
+            items.append((record["responses"][i], labels[i], old_ranks[i]))
+    ranks, rank = [], 0
+    for i, (_, _, old) in enumerate(items):
+        if i and not (old is not None and items[i - 1][2] == old):
+            rank += 1
+        ranks.append(rank)
+    for i in range(1, k):
+        if old_ranks[i] == old_ranks[i - 1] and i in slots:
+            raise DataError(where, "ranks", f"an answer at position {i} splits tied responses {i - 1} and {i}")
+    out = {key: value for key, value in record.items() if key not in ("responses", "ranks", "sources")}
+    out.update(responses=[t for t, _, _ in items], ranks=ranks, sources=[s for _, s, _ in items])
+    return out
+
+
+def with_system(prompt: list[dict], system_prompt: str | None) -> list[dict]:
+    if not system_prompt or (prompt and prompt[0]["role"] == "system"):
+        return prompt
+    return [{"role": "system", "content": system_prompt}, *prompt]
+
+
+def answer_problem(text: str, seen: set[str]) -> str | None:
+    key = normalise(text)
+    return "empty" if not key else "duplicate" if key in seen else None
+
+
+# ---------------------------------------------------------------- responders
+class ResponderStats:
+    """Thread-safe per-responder counters."""
+
+    FIELDS = ("requested", "kept", "empty", "duplicate", "retries", "prompt_tokens", "completion_tokens")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts = Counter({f: 0 for f in self.FIELDS})
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            self.counts.update(deltas)
+
+
+class RetriesExhausted(Exception):
+    pass
+
+
+class APIResponder:
+    """One OpenAI client per responder, reused across threads; bounded retries with exponential backoff."""
+
+    def __init__(self, config: ResponderConfig, args: AugmentArguments):
+        import openai
+
+        self.config, self.args, self.stats = config, args, ResponderStats()
+        key = "EMPTY"  # servers without auth (vLLM, transformers serve) accept any key
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise UserError(f"responder {config.name!r}: environment variable {config.api_key_env} is not set")
+        self.client = openai.OpenAI(
+            base_url=config.base_url, api_key=key, timeout=args.request_timeout_s, max_retries=0
+        )  # retries are ours, so they are counted and bounded by max_retries
+        self.retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
+        self.errors = (openai.OpenAIError,)
+
+    def answer(self, prompt: list[dict], rid: str) -> str:
+        cfg = self.config
+        request = dict(
+            model=cfg.api_model,
+            messages=with_system(prompt, cfg.system_prompt),
+            max_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+        )
+        if cfg.seed is not None:  # per prompt, so a resumed run draws the same sample as an uninterrupted one
+            request["seed"] = cfg.seed + int(rid[:8], 16) % 2**31
+        if cfg.extra_body:
+            request["extra_body"] = cfg.extra_body
+        for attempt in range(self.args.max_retries + 1):
+            try:
+                response = self.client.chat.completions.create(**request)
+                break
+            except self.retryable as e:
+                if attempt == self.args.max_retries:
+                    raise RetriesExhausted(f"{_one_line(e)} (after {attempt} retries)") from None
+                self.stats.add(retries=1)
+                time.sleep(self._delay(attempt, e))
+        usage = getattr(response, "usage", None)
+        self.stats.add(
+            requested=1,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        )
+        return (response.choices[0].message.content or "").strip()
+
+    def _delay(self, attempt: int, error: Exception) -> float:
+        delay = min(self.args.backoff_max_s, self.args.backoff_initial_s * 2**attempt)
+        headers = getattr(getattr(error, "response", None), "headers", None) or {}
+        try:  # a server's Retry-After wins, within our cap
+            return min(self.args.backoff_max_s, float(headers.get("retry-after")))
+        except (TypeError, ValueError):
+            return delay * random.uniform(0.5, 1.0)  # jitter, so parallel workers do not retry in lockstep
+
+
+class LocalResponder:
+    """A local transformers model, greedy or sampled, batched through :class:`TransformersGenerator`."""
+
+    def __init__(self, config: ResponderConfig, args: AugmentArguments):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from chimed_trl.generation import TransformersGenerator
+        from chimed_trl.templates import get_chat_template
+
+        self.config, self.stats = config, ResponderStats()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config.model)
+            model = AutoModelForCausalLM.from_pretrained(
+                config.model, dtype=getattr(torch, config.dtype), use_safetensors=True
+            )
+        except OSError as e:
+            raise UserError(f"responder {config.name!r}: cannot load model {config.model!r}: {_one_line(e)}") from None
+        if config.chat_template:
+            tokenizer.chat_template = get_chat_template(config.chat_template)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        self.tokenizer = tokenizer
+        self.generator = TransformersGenerator(model.eval(), tokenizer, config.max_new_tokens, config.batch_size)
+
+    def answer_batch(self, prompts: list[list[dict]], batch_index: int) -> list[str]:
+        from chimed_trl.generation import SamplingParams
+
+        cfg = self.config
+        prompts = [with_system(p, cfg.system_prompt) for p in prompts]
+        seed = None if cfg.seed is None else cfg.seed + batch_index
+        sampling = SamplingParams(
+            n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed
+        )
+        answers = [c[0] for c in self.generator.generate(prompts, sampling)]
+        # token tally by re-tokenising (the generator returns text): close to, not exactly, the generated count
+        self.stats.add(
+            requested=len(prompts),
+            prompt_tokens=sum(
+                len(self.tokenizer(self.generator.render(p), add_special_tokens=False)["input_ids"]) for p in prompts
+            ),
+            completion_tokens=sum(len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers),
+        )
+        return answers
+
+
+def _one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: " + " ".join(str(error).split())
+
+
+# ---------------------------------------------------------------- output files
+def prepare_output_dir(args: AugmentArguments) -> Path:
+    """Create or resume ``output_dir``; refuse a directory we did not write, or a finished run."""
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES and not p.name.startswith("."))
+        if foreign:
+            raise UserError(
+                f"output_dir {out} holds files this tool did not write ({', '.join(foreign[:5])}); pick another"
+            )
+        if (out / "metrics.json").exists():
+            if not args.overwrite_output_dir:
+                raise UserError(
+                    f"output_dir {out} holds a finished augmentation (metrics.json); set overwrite_output_dir: true "
+                    "to start over, or delete metrics.json to extend it with new prompts"
+                )
+            for name in OWN_FILES:
+                (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "responders": [r.spec() for r in args.responders],
+        "input_sources": args.input_sources,
+        "empty_answer_policy": args.empty_answer_policy,
+        "duplicate_answer_policy": args.duplicate_answer_policy,
+    }
+    spec_path = out / SPEC_FILE
+    if spec_path.exists() and (out / OUTPUT_FILE).exists():
+        previous = json.loads(spec_path.read_text(encoding="utf-8"))
+        if previous != spec:
+            raise UserError(
+                f"{spec_path}: this run's responders/positions/policies differ from the ones that wrote "
+                f"{out / OUTPUT_FILE} ({previous} vs {spec}); resume with the same ones or use another output_dir"
+            )
+    from chimed_trl.runs import write_json
+
+    write_json(spec_path, spec)
+    return out
+
+
+def read_done(path: Path) -> list[dict]:
+    """The whole lines of a JSONL we wrote; a torn last line (a kill mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        logger.warning("%s: removing a partial last line (%d bytes) left by an interrupted run", path, len(data) - cut)
+        with path.open("r+b") as f:
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+        data = data[:cut]
+    rows = []
+    for line_no, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_no}", None, f"malformed JSON ({e.msg}); was the file edited?") from None
+    return rows
+
+
+def append_lines(path: Path, rows: list[dict]) -> None:
+    """One write of whole lines, flushed and fsynced, so a kill leaves at most a torn last line (repaired)."""
+    if not rows:
+        return
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- the run
+@dataclass
+class Item:
+    record: dict
+    rid: str
+    where: str
+    number: int  # 1-based position among the run's input records
+
+
+def load_items(args: AugmentArguments) -> tuple[list[Item], int]:
+    items, seen, duplicates = [], set(), 0
+    for j, source in enumerate(args.datasets):
+        for i, record in enumerate(iter_records(source)):
+            where = f"datasets[{j}] ({source.label}) record {i + 1}"
+            rid = record_id(record)
+            if rid in seen:  # the same prompt with the same responses: augmenting it twice would duplicate it
+                duplicates += 1
+                continue
+            seen.add(rid)
+            if args.input_sources is not None and len(args.input_sources) != len(record["responses"]):
+                raise DataError(
+                    where,
+                    "responses",
+                    f"has {len(record['responses'])} responses but input_sources names {len(args.input_sources)}",
+                )
+            items.append(Item(record, rid, where, len(items) + 1))
+            if args.limit and len(items) >= args.limit:
+                return items, duplicates
+    if duplicates:
+        logger.warning("skipped %d input records that repeat an earlier one (same prompt and responses)", duplicates)
+    return items, duplicates
+
+
+def _labels(args: AugmentArguments, record: dict) -> list[str]:
+    if args.input_sources is not None:
+        return list(args.input_sources)
+    return list(record.get("sources") or [f"input_{i}" for i in range(len(record["responses"]))])
+
+
+class Augmenter:
+    """Asks every responder for each prompt, batch by batch, and writes the augmented lists."""
+
+    def __init__(self, args: AugmentArguments, out: Path):
+        self.args, self.out = args, out
+        self.responders = [
+            APIResponder(r, args) if r.kind == "api" else LocalResponder(r, args) for r in args.responders
+        ]
+        self.pool = ThreadPoolExecutor(max_workers=args.max_concurrency, thread_name_prefix="augment")
+        self.run_counts = Counter(written=0, dropped=0)
+        self.total = 0
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def ask(self, batch: list[Item], batch_index: int) -> tuple[list[list[str | None]], dict[int, str]]:
+        """answers[item][responder]; failures {item index: message} (the item's answers are then incomplete)."""
+        answers: list[list[str | None]] = [[None] * len(self.responders) for _ in batch]
+        failures: dict[int, str] = {}
+        futures = {}
+        for r, responder in enumerate(self.responders):
+            if isinstance(responder, APIResponder):
+                for b, item in enumerate(batch):
+                    futures[(b, r)] = self.pool.submit(responder.answer, item.record["prompt"], item.rid)
+        for r, responder in enumerate(self.responders):  # local models run here while the pool talks to servers
+            if isinstance(responder, LocalResponder):
+                for b, text in enumerate(responder.answer_batch([i.record["prompt"] for i in batch], batch_index)):
+                    answers[b][r] = text
+        for (b, r), future in futures.items():
+            try:
+                answers[b][r] = future.result()
+            except (RetriesExhausted, *self.responders[r].errors) as e:
+                message = str(e) if isinstance(e, RetriesExhausted) else _one_line(e)
+                failures.setdefault(b, f"responder {self.responders[r].config.name!r} failed: {message}")
+        return answers, failures
+
+    def build(self, item: Item, answers: list[str]) -> tuple[dict | None, dict | None]:
+        """(augmented record, None) or (None, dropped row), applying the empty/duplicate policies."""
+        record = item.record
+        seen = {normalise(t) for t in record["responses"]}
+        kept, problems = [], []
+        for responder, text in zip(self.responders, answers):
+            problem = answer_problem(text, seen)
+            if problem:
+                responder.stats.add(**{problem: 1})
+                problems.append((responder.config.name, problem))
+                continue
+            seen.add(normalise(text))
+            kept.append((responder, text))
+        for name, problem in problems:
+            policy = getattr(self.args, f"{problem}_answer_policy")
+            if policy == "error":
+                raise UserError(
+                    f"{item.where} (prompt {item.number}/{self.total}, id {item.rid}): responder {name!r} gave an "
+                    f"{problem} answer ({problem}_answer_policy: error)"
+                )
+            if policy == "drop_record":
+                return None, {"id": item.rid, "where": item.where, "reason": f"{problem} answer", "responder": name}
+        for responder, _ in kept:
+            responder.stats.add(kept=1)
+        labels = _labels(self.args, record)
+        return insert_answers(record, [(r.config, t) for r, t in kept], labels, item.where) | {"id": item.rid}, None
+
+    def run(self, todo: list[Item]) -> None:
+        from tqdm.auto import tqdm
+
+        size = self.args.batch_size
+        with tqdm(total=len(todo), desc="augment", unit="prompt") as bar:
+            for start in range(0, len(todo), size):
+                batch = todo[start : start + size]
+                answers, failures = self.ask(batch, start // size)
+                written, dropped = [], []
+                try:
+                    for b, item in enumerate(batch):
+                        if b not in failures:
+                            record, drop = self.build(item, answers[b])
+                            (written if record else dropped).append(record or drop)
+                finally:  # whatever finished is kept, so a rerun only asks again for the rest
+                    append_lines(self.out / DROPPED_FILE, dropped)
+                    append_lines(self.out / OUTPUT_FILE, written)
+                    self.run_counts.update(written=len(written), dropped=len(dropped))
+                bar.update(len(batch) - len(failures))
+                if failures:
+                    b = min(failures)
+                    item = batch[b]
+                    raise UserError(
+                        f"{item.where} (prompt {item.number}/{self.total}, id {item.rid}): {failures[b]}; "
+                        f"{len(failures)} prompt(s) of this batch failed, every finished record is saved in "
+                        f"{self.out / OUTPUT_FILE}: rerun the same command to resume"
+                    )
+
+
+def file_summary(out: Path) -> dict:
+    records, dropped = read_done(out / OUTPUT_FILE), read_done(out / DROPPED_FILE)
+    return {
+        "records": len(records),
+        "dropped": len(dropped),
+        "list_sizes": dict(sorted(Counter(str(len(r["responses"])) for r in records).items())),
+        "sources": dict(Counter(s for r in records for s in r.get("sources") or [])),
+        "dropped_reasons": dict(Counter(f"{d['responder']}: {d['reason']}" for d in dropped)),
+    }
+
+
+def augment_rankings(args: AugmentArguments) -> dict:
+    """Augment every input list with the responders' answers; returns (and writes last) ``metrics.json``."""
+    from chimed_trl.runs import save_resolved_config, write_json
+
+    args.validate()
+    start = time.time()
+    out = prepare_output_dir(args)
+    save_resolved_config(out, augment=args)
+    items, duplicate_inputs = load_items(args)
+    done = {row["id"] for row in read_done(out / OUTPUT_FILE) + read_done(out / DROPPED_FILE)}
+    todo = [item for item in items if item.rid not in done]
+    logger.info("%d prompts: %d already done, %d to ask", len(items), len(items) - len(todo), len(todo))
+    augmenter = Augmenter(args, out)
+    augmenter.total = len(items)
+    try:
+        augmenter.run(todo)
+    finally:
+        augmenter.close()
+    metrics = {
+        "stage": "augment",
+        "output": str(out / OUTPUT_FILE),
+        "prompts": len(items),
+        "duplicate_inputs": duplicate_inputs,
+        "already_done": len(items) - len(todo),
+        "this_run": dict(augmenter.run_counts),
+        "policies": {"empty": args.empty_answer_policy, "duplicate": args.duplicate_answer_policy},
+        "responders": {
+            r.config.name: {
+                "kind": r.config.kind,
+                "position": r.config.position if r.config.position is not None else 1,
+            }
+            | dict(r.stats.counts)
+            for r in augmenter.responders
+        },
+        "retries": sum(r.stats.counts["retries"] for r in augmenter.responders),
+        "tokens": {
+            "prompt": sum(r.stats.counts["prompt_tokens"] for r in augmenter.responders),
+            "completion": sum(r.stats.counts["completion_tokens"] for r in augmenter.responders),
+        },
+        "file": file_summary(out),
+        "wall_time_s": round(time.time() - start, 2),
+    }
+    write_json(out / "metrics.json", metrics)  # last: its presence means every prompt is done
+    return metrics
+
+
+__all__ = [
+    "AugmentArguments",
+    "ResponderConfig",
+    "augment_rankings",
+    "insert_answers",
+    "parse_responders",
+    "record_id",
+]
