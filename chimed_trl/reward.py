@@ -25,8 +25,8 @@ from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve, source_from_config
 from chimed_trl.errors import UserError
 from chimed_trl.models import load_model, load_tokenizer
-from chimed_trl.runs import last_checkpoint, save_resolved_config, write_json
-from chimed_trl.stages import setup_logging
+from chimed_trl.runs import METRICS_FILE, move_secrets_to_env, write_json
+from chimed_trl.stages import guarded_run, setup_logging
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.listwise_reward import ListwiseRewardConfig, ListwiseRewardTrainer
 
@@ -51,6 +51,10 @@ class RewardScriptArguments:
     build_tiny_model: bool = field(
         default=False,
         metadata={"help": "Build the embedded tiny model at model_name_or_path when it is missing (offline runs)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output_dir holding a finished or different run of this recipe."},
     )
     train_metrics_max_lists: int = field(
         default=1000,
@@ -105,10 +109,21 @@ def train_reward(
 ) -> dict:
     start = time.time()
     setup_logging(training_args)
+    move_secrets_to_env(training_args)  # before anything pickles or prints the arguments
+    sections = dict(script=script_args, training=training_args, model=model_args)
+    return guarded_run(
+        training_args.output_dir,
+        sections,
+        script_args.overwrite_output_dir,
+        lambda resume: _train(script_args, training_args, model_args, resume, start),
+    )
+
+
+def _train(script_args, training_args, model_args, resume: str | None, start: float) -> dict:
     set_seed(training_args.seed)  # before the model: the fresh score head is drawn from it
     if script_args.build_tiny_model:
         with PartialState().main_process_first():
-            ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+            ensure_tiny(model_args.model_name_or_path)  # any tiny build; never a user model
     check_sources(script_args)
     trust = training_args.trust_remote_code
     tokenizer = load_tokenizer(model_args, script_args.chat_template, trust_remote_code=trust)
@@ -126,10 +141,7 @@ def train_reward(
         processing_class=tokenizer,
         peft_config=lora_config(model_args),
     )
-    if trainer.is_world_process_zero():
-        save_resolved_config(training_args.output_dir, script=script_args, training=training_args, model=model_args)
-    # Resume point (the shared run guard for finished runs goes here when chimed_trl.runs provides it).
-    trainer.train(resume_from_checkpoint=last_checkpoint(training_args.output_dir))
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     metrics = summarize(trainer, time.time() - start, data_rows)
     n_train = min(script_args.train_metrics_max_lists, len(trainer.train_dataset))
@@ -139,5 +151,5 @@ def train_reward(
         metrics["eval"] = _strip_prefix(trainer.evaluate())
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
-        write_json(Path(training_args.output_dir) / "metrics.json", metrics)  # last: its presence = stage finished
+        write_json(Path(training_args.output_dir) / METRICS_FILE, metrics)  # last: its presence = stage finished
     return metrics

@@ -131,6 +131,33 @@ def close_log(handler: logging.Handler) -> None:
     handler.close()
 
 
+def guarded_run(output_dir: str, sections: dict, overwrite: bool, body) -> dict:
+    """The bookkeeping every training stage shares, around ``body(resume_checkpoint) -> metrics``.
+
+    A finished run (``metrics.json`` present, same config) is left alone and its metrics returned; a
+    different config or a foreign directory is refused before any data is read; ``train.log`` collects
+    the run's log lines; ``resolved_config.yaml`` (secrets redacted) is written before training.
+    """
+    state = PartialState()
+    resolved = resolve_config(**sections)
+    try:
+        resume = prepare_output_dir(output_dir, resolved, overwrite, state.is_main_process)
+    except FinishedRun as e:
+        logger.warning("%s", e)
+        return json.loads((Path(output_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+    state.wait_for_everyone()  # every rank has judged the directory before the main process writes into it
+    handler = log_to_file(output_dir) if state.is_main_process else None
+    try:
+        if state.is_main_process:
+            write_resolved_config(output_dir, resolved)
+        if resume:
+            logger.info("resuming from %s", resume)
+        return body(resume)
+    finally:
+        if handler is not None:
+            close_log(handler)
+
+
 def train_lm(
     script_args: ChimedScriptArguments,
     training_args: SFTConfig,
@@ -143,22 +170,13 @@ def train_lm(
     start = time.time()
     setup_logging(training_args)
     move_secrets_to_env(training_args)  # before anything pickles or prints the arguments
-    state = PartialState()
-    output_dir = training_args.output_dir
-    resolved = resolve_config(script=script_args, training=training_args, model=model_args)
-    try:
-        resume = prepare_output_dir(output_dir, resolved, script_args.overwrite_output_dir, state.is_main_process)
-    except FinishedRun as e:
-        logger.warning("%s", e)
-        return json.loads((Path(output_dir) / METRICS_FILE).read_text(encoding="utf-8"))
-    handler = log_to_file(output_dir) if state.is_main_process else None
-    try:
-        if state.is_main_process:
-            write_resolved_config(output_dir, resolved)
-        return _train(script_args, training_args, model_args, resume, start)
-    finally:
-        if handler is not None:
-            close_log(handler)
+    sections = dict(script=script_args, training=training_args, model=model_args)
+    return guarded_run(
+        training_args.output_dir,
+        sections,
+        script_args.overwrite_output_dir,
+        lambda resume: _train(script_args, training_args, model_args, resume, start),
+    )
 
 
 def _train(script_args, training_args, model_args, resume: str | None, start: float) -> dict:
@@ -186,8 +204,6 @@ def _train(script_args, training_args, model_args, resume: str | None, start: fl
         callbacks=[LogToFile()],
     )
     trainer.run_start_time = start
-    if resume:
-        logger.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     metrics = summarize(trainer, script_args.stage, data_rows)
