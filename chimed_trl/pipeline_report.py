@@ -234,7 +234,9 @@ def chart_rs(section: dict, out: Path) -> str | None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.2f}" if _number(v) else ("" if v is None else str(v))
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return "" if v is None else str(v)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -272,7 +274,7 @@ def collect(pipe, state: dict) -> dict:
             if isinstance(report, dict):
                 model = (report.get("settings") or {}).get("model")
                 data["evaluation"].append({"stage": stage.name, "model": model, "scores": eval_row(report)})
-                data.setdefault("reference_rows", reference_rows(report))
+                data["reference_rows"] = data.get("reference_rows") or reference_rows(report)
     if not data.get("reference_rows"):
         data.pop("reference_rows", None)
     return data
