@@ -14,7 +14,9 @@ A pipeline YAML::
         from: pretrain             # --model_name_or_path <output_dir>/pretrain ("tiny" for the built base)
         accelerate_config: accelerate_configs/cpu_2proc.yaml   # optional: run under `accelerate launch`
         num_processes: 2           # optional: `accelerate launch --num_processes 2`
-        args: {ddp_backend: gloo}  # extra CLI flags; "{pretrain}" in a value expands to that stage's folder
+        args: {ddp_backend: gloo}  # extra CLI flags; "{pretrain}" in a value expands to that stage's folder;
+                                   # a list of plain values becomes several words (--tasks choice ner), a
+                                   # mapping or a list of mappings one JSON word (--datasets '[{...}]')
         done_file: metrics.json    # optional: the file whose presence marks the stage finished
 
 Each stage is printed (shlex-quoted) and run as ``python recipes/R.py --config C --output_dir D ...`` or
@@ -232,9 +234,13 @@ def stage_command(pipe: Pipeline, stage: Stage) -> list[str]:
     if stage.model_from:
         cmd += ["--model_name_or_path", str(pipe.stage_dir(stage.model_from))]
     for flag, value in stage.args.items():
+        value = _expand(value, pipe)
         if value is None:
             continue
-        cmd += [f"--{flag}", _flag_value(_expand(value, pipe))]
+        if isinstance(value, list) and value and not any(isinstance(v, dict | list) for v in value):
+            cmd += [f"--{flag}", *map(_flag_value, value)]  # list[str] fields take several words (nargs="+")
+        else:
+            cmd += [f"--{flag}", _flag_value(value)]
     return cmd
 
 
@@ -317,13 +323,20 @@ def run_stage(pipe: Pipeline, stage: Stage, verbose: bool) -> tuple[int, float, 
         sink.flush()
         proc = subprocess.Popen(executable(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert proc.stdout is not None
-        while chunk := proc.stdout.read1(65536):  # whatever is there: progress bars show up promptly
-            sink.write(chunk)
-            sink.flush()
-            if verbose:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-        rc = proc.wait()
+        try:
+            while chunk := proc.stdout.read1(65536):  # whatever is there: progress bars show up promptly
+                sink.write(chunk)
+                sink.flush()
+                if verbose:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            rc = proc.wait()
+        except KeyboardInterrupt:  # let the stage stop on its own Ctrl-C (it saves nothing half-written)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
     return rc, time.time() - start, log
 
 
@@ -440,6 +453,9 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the stage got the same Ctrl-C; its checkpoints stay for the rerun to resume
+        print("error: interrupted; rerun the same command to resume (finished stages are skipped)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -59,14 +59,20 @@ def called_stages(checkout) -> list[str]:
 
 def write_pipeline(checkout, stages, **top) -> Path:
     path = checkout / "pipe.yaml"
-    path.write_text(yaml.safe_dump({"output_dir": "out", "stages": stages, **top}))
+    path.write_text(yaml.safe_dump({"output_dir": "out", "stages": stages, **top}, sort_keys=False))
     return path
 
 
 THREE = [
     {"name": "a", "recipe": "probe", "config": "cfg.yaml"},
     {"name": "b", "recipe": "probe", "config": "cfg.yaml", "from": "a", "args": {"extra": "{a}/model.txt"}},
-    {"name": "c", "recipe": "probe", "config": "cfg.yaml", "from": "b", "args": {"flag": True, "n": 3}},
+    {
+        "name": "c",
+        "recipe": "probe",
+        "config": "cfg.yaml",
+        "from": "b",
+        "args": {"tasks": ["x", "y"], "flag": True, "n": 3},
+    },
 ]
 
 
@@ -154,7 +160,7 @@ def test_run_skip_and_model_resolution(checkout, capsys):
     assert argv["b"][argv["b"].index("--model_name_or_path") + 1] == "out/a"
     assert argv["b"][argv["b"].index("--extra") + 1] == "out/a/model.txt"
     assert argv["c"][argv["c"].index("--model_name_or_path") + 1] == "out/b"
-    assert argv["c"][-4:] == ["--flag", "true", "--n", "3"]
+    assert argv["c"][-7:] == ["--tasks", "x", "y", "--flag", "true", "--n", "3"]  # nargs lists as separate words
     assert "probe says hello" in (checkout / "out/b/stage.log").read_text()  # the stage's own output is logged
 
     # second run: everything finished -> nothing runs
@@ -289,8 +295,10 @@ def _stage_files(out: Path) -> None:
     (pre / "checkpoint-3/trainer_state.json").write_text(json.dumps({"log_history": history}))
     rm = out / "reward"
     rm.mkdir()
-    rm_metrics = {"eval": {"pairwise_accuracy": 0.75, "mean_reward_rank_0": 1.5, "mean_reward_rank_1": 0.5,
-                           "mean_reward_rank_2": -0.25}, "train_pairwise_accuracy": 0.99}  # fmt: skip
+    # training-set figures first (as a trainer logs them), held-out ones under eval: the report must show eval
+    rm_metrics = {"pairwise_accuracy": 0.99, "mean_reward_rank_0": 9.0,
+                  "eval": {"pairwise_accuracy": 0.75, "mean_reward_rank_0": 1.5, "mean_reward_rank_1": 0.5,
+                           "mean_reward_rank_2": -0.25}}  # fmt: skip
     (rm / "metrics.json").write_text(json.dumps(rm_metrics))
     for r, (mean, kept) in enumerate([(0.1, 0.4), (0.3, 0.6)]):
         (out / f"rs/round_{r}").mkdir(parents=True)
@@ -376,8 +384,9 @@ def test_core_pipeline_end_to_end(tmp_path):
     # learning, the report missing a stage, a rerun retraining finished stages.
     config = yaml.safe_load((REPO / "recipes/tiny/pipeline_core.yaml").read_text())
     shorter = {"pretrain": {"num_train_epochs": 4}, "sft": {"num_train_epochs": 3}}
+    quick_eval = {"limit": 4, "max_new_tokens": 8, "tasks": ["choice", "dialogue"]}
     for stage in config["stages"]:
-        stage.setdefault("args", {}).update(shorter.get(stage["name"], {"limit": 4, "max_new_tokens": 8}))
+        stage.setdefault("args", {}).update(shorter.get(stage["name"], quick_eval))
     path = tmp_path / "core.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / "core"
@@ -474,6 +483,8 @@ def test_readmes_name_configs():
     names = named_configs()
     assert {"recipes/chimed-gpt/pipeline.yaml", "recipes/chimed-gpt/evaluate.yaml",
             "accelerate_configs/deepspeed_zero3.yaml", "recipes/qlora/sft.yaml"} <= set(names)  # fmt: skip
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (REPO / "README.md").read_text(encoding="utf-8")):
+        assert (REPO / image).read_bytes()[:4] == b"\x89PNG", image  # the demo picture is in the repository
 
 
 @pytest.mark.parametrize("config", named_configs())
