@@ -28,7 +28,7 @@ flags = dict(zip(args[::2], args[1::2]))
 out = pathlib.Path(flags["--output_dir"])
 out.mkdir(parents=True, exist_ok=True)
 with open(os.environ["PROBE_CALLS"], "a") as f:
-    f.write(json.dumps({"script": sys.argv[0], "argv": args}) + "\n")
+    f.write(json.dumps({"script": sys.argv[0], "argv": args, "rank": os.environ.get("RANK")}) + "\n")
 print("probe says hello from", out)
 if "--fail" in flags:
     sys.exit(int(flags["--fail"]))
@@ -147,6 +147,23 @@ def test_accelerate_stage_command_and_executable():
 
 
 # ---------------------------------------------------------------- running, skipping, --from
+
+
+def test_accelerate_stage_really_launches_two_processes(checkout):
+    # Bug caught: the accelerate form printed but not what runs (flags after the script, the wrong module),
+    # so a multi-process stage silently runs once. The launch is real: torchrun starts 2 ranks.
+    import socket
+
+    config = yaml.safe_load((REPO / "accelerate_configs/cpu_2proc.yaml").read_text())
+    with socket.socket() as sock:  # a free port: other test runs may hold the config's fixed one
+        sock.bind(("127.0.0.1", 0))
+        config["main_process_port"] = sock.getsockname()[1]
+    (checkout / "acc.yaml").write_text(yaml.safe_dump(config))
+    path = write_pipeline(
+        checkout, [{"name": "a", "recipe": "probe", "config": "cfg.yaml", "accelerate_config": "acc.yaml"}]
+    )
+    assert pipeline.main(["--config", str(path)]) == 0
+    assert sorted(c["rank"] for c in calls(checkout)) == ["0", "1"]
 
 
 def test_run_skip_and_model_resolution(checkout, capsys):
