@@ -400,7 +400,7 @@ def test_core_pipeline_end_to_end(tmp_path):
     # Bugs caught: a stage trained on the wrong model (`from:` wiring), a stage that "finishes" without
     # learning, the report missing a stage, a rerun retraining finished stages.
     config = yaml.safe_load((REPO / "recipes/tiny/pipeline_core.yaml").read_text())
-    shorter = {"pretrain": {"num_train_epochs": 4}, "sft": {"num_train_epochs": 3}}
+    shorter = {"pretrain": {"num_train_epochs": 3}, "sft": {"num_train_epochs": 2}}
     quick_eval = {"limit": 4, "max_new_tokens": 8, "tasks": ["choice", "dialogue"]}
     for stage in config["stages"]:
         stage.setdefault("args", {}).update(shorter.get(stage["name"], quick_eval))
