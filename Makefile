@@ -21,8 +21,9 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
+# make demo DEMO_ARGS="--from sft" reruns from a stage; DEMO_ARGS=--dry-run prints the commands.
 demo: $(STAMP)
-	$(PY) -m chimed_trl.demo --output_dir runs/demo
+	$(PY) -m chimed_trl.pipeline --config recipes/tiny/pipeline.yaml --output_dir runs/demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -141,14 +141,3 @@ def test_accelerate_two_processes_on_cpu(tiny_model_dir, tmp_path):
     assert m["world_size"] == 2
     assert len(m["batches_per_rank"]) == 2 and all(n > 0 for n in m["batches_per_rank"])
     assert m["loss_finite"]
-
-
-def test_demo_writes_report(tmp_path):
-    out = tmp_path / "demo"
-    proc = run([sys.executable, "-m", "chimed_trl.demo", "--output_dir", str(out)])
-    report = out / "report.md"
-    assert str(report) in proc.stdout
-    text = report.read_text()
-    assert "| pretrain |" in text and "| sft |" in text
-    for stage in metrics(out)["stages"]:
-        assert stage["loss_last"] < stage["loss_first"]

@@ -1,0 +1,362 @@
+"""The pipeline's report: ``report.md`` + ``report.json`` + PNG charts in the pipeline's ``output_dir``.
+
+Sections, each present only when its stage ran (a missing stage is not an error):
+
+- training stages (any stage whose ``metrics.json`` has ``loss_first``/``loss_last``): loss first -> last and a
+  loss curve read from the log history (``metrics.json`` ``log_history``, else ``trainer_state.json`` in the
+  stage folder or its newest ``checkpoint-*``);
+- the reward model (recipe ``reward``): held-out pairwise accuracy and mean reward by rank position, read
+  from its ``metrics.json`` (keys are matched by name, so ``eval_pairwise_accuracy`` or a nested ``eval:
+  {pairwise_accuracy}`` both work);
+- rejection sampling (recipe ``rejection_sampling``): mean reward by round from ``round_<r>/stats.json``;
+- evaluation (recipe ``evaluate``): the evaluated policies side by side from each ``report.json``, and the
+  paper's reference rows when a report carries them;
+- wall time per stage, from the runner's ``pipeline_state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from chimed_trl.runs import write_atomic, write_json
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"eval": {"a": 1}}`` -> ``{"eval.a": 1}`` (lists of numbers kept as values)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict):
+                out.update(flatten(v, key))
+            else:
+                out[key] = v
+    return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# ---------------------------------------------------------------- loss curves
+
+
+def loss_history(stage_dir: Path, metrics: dict | None) -> list[tuple[int, float]]:
+    """(step, loss) pairs of the training log, from the first of: metrics.json, trainer_state.json, a checkpoint."""
+    candidates: list[Any] = []
+    if metrics:
+        candidates.append(metrics.get("log_history") or metrics.get("loss_history"))
+    candidates.append((_load(stage_dir / "trainer_state.json") or {}).get("log_history"))
+    checkpoints = sorted(
+        stage_dir.glob("checkpoint-*"),
+        key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+    )
+    if checkpoints:
+        candidates.append((_load(checkpoints[-1] / "trainer_state.json") or {}).get("log_history"))
+    for history in candidates:
+        if not isinstance(history, list):
+            continue
+        points = [
+            (int(h.get("step", i + 1)), float(h["loss"]))
+            for i, h in enumerate(history)
+            if isinstance(h, dict) and _number(h.get("loss"))
+        ]
+        if points:
+            return points
+    return []
+
+
+def training_section(name: str, stage_dir: Path, metrics: dict) -> dict | None:
+    if not (_number(metrics.get("loss_first")) and _number(metrics.get("loss_last"))):
+        return None
+    return {
+        "stage": name,
+        "steps": metrics.get("steps"),
+        "loss_first": metrics["loss_first"],
+        "loss_last": metrics["loss_last"],
+        "loss_curve": loss_history(stage_dir, metrics),
+    }
+
+
+# ---------------------------------------------------------------- reward model
+
+_RANK = re.compile(r"(?:reward\w*?rank|rank\w*?reward)[_.]?(?:position[_.]?)?(\d+)", re.IGNORECASE)
+
+
+def reward_section(metrics: dict) -> dict | None:
+    """Held-out pairwise accuracy and mean reward by rank position, matched by key name (eval keys preferred)."""
+    flat = {k: v for k, v in flatten(metrics).items() if _number(v) or isinstance(v, list)}
+
+    def pick(pattern: str) -> tuple[str, Any] | None:
+        keys = [k for k in flat if re.search(pattern, k, re.IGNORECASE)]
+        keys.sort(key=lambda k: ("eval" not in k.lower() and "test" not in k.lower(), len(k)))
+        return (keys[0], flat[keys[0]]) if keys else None
+
+    accuracy = pick(r"pairwise_acc")
+    by_rank: dict[int, float] = {}
+    listed = pick(r"reward.*(by|per)_rank|rank.*reward")
+    if listed and isinstance(listed[1], list):
+        by_rank = {i: float(v) for i, v in enumerate(listed[1]) if _number(v)}
+    else:
+        evalish = [k for k in flat if ("eval" in k.lower() or "test" in k.lower()) and _RANK.search(k)]
+        for key in evalish or [k for k in flat if _RANK.search(k)]:
+            if _number(flat[key]):
+                by_rank.setdefault(int(_RANK.search(key).group(1)), float(flat[key]))
+    if accuracy is None and not by_rank:
+        return None
+    return {
+        "pairwise_accuracy": float(accuracy[1]) if accuracy and _number(accuracy[1]) else None,
+        "pairwise_accuracy_key": accuracy[0] if accuracy else None,
+        "reward_by_rank": [by_rank[k] for k in sorted(by_rank)],
+    }
+
+
+# ---------------------------------------------------------------- rejection sampling
+
+
+def _mean_reward(stats: dict, kept: bool) -> float | None:
+    flat = flatten(stats)
+    keys = [
+        k
+        for k, v in flat.items()
+        if _number(v) and "reward" in k.lower() and "mean" in k.lower() and (("kept" in k.lower()) == kept)
+    ]
+    keys.sort(key=len)
+    return float(flat[keys[0]]) if keys else None
+
+
+def rs_section(stage_dir: Path) -> dict | None:
+    rounds = []
+    for path in sorted(stage_dir.glob("round_*/stats.json"), key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0)):
+        stats = _load(path)
+        if isinstance(stats, dict):
+            rounds.append(
+                {
+                    "round": int(re.sub(r"\D", "", path.parent.name) or 0),
+                    "mean_reward": _mean_reward(stats, kept=False),
+                    "mean_reward_kept": _mean_reward(stats, kept=True),
+                }
+            )
+    return {"rounds": rounds} if rounds else None
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def eval_row(report: dict) -> dict[str, float]:
+    """One policy's headline figures (percent): choice accuracy, NER F1, dialogue text scores."""
+    tasks = report.get("tasks", {})
+    row: dict[str, float] = {}
+    if "choice" in tasks and _number(tasks["choice"].get("micro_accuracy")):
+        row["choice accuracy"] = 100 * tasks["choice"]["micro_accuracy"]
+    ner = tasks.get("ner", {})
+    if isinstance(ner.get("mention_type"), dict) and _number(ner["mention_type"].get("f1")):
+        row["NER F1"] = 100 * ner["mention_type"]["f1"]
+    for metric, value in (tasks.get("dialogue", {}).get("scores") or {}).items():
+        if _number(value):
+            row[metric] = float(value)
+    return row
+
+
+def reference_rows(report: dict) -> list[dict]:
+    """The paper's rows when the evaluation report carries them: a list of {model, ...} or {model: {...}}."""
+    for key in ("reference_rows", "paper_reference", "reference"):
+        ref = report.get(key)
+        if isinstance(ref, list) and all(isinstance(r, dict) for r in ref):
+            return ref
+        if isinstance(ref, dict) and ref and all(isinstance(v, dict) for v in ref.values()):
+            return [{"model": model, **values} for model, values in ref.items()]
+    return []
+
+
+# ---------------------------------------------------------------- charts and Markdown
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path.name
+
+
+def chart_loss(section: dict, out: Path) -> str | None:
+    if len(section["loss_curve"]) < 2:
+        return None
+    plt = _plt()
+    steps, losses = zip(*section["loss_curve"])
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(steps, losses, marker=".", color="#4C72B0")
+    ax.set(title=f"{section['stage']}: training loss", xlabel="step", ylabel="loss")
+    return _save(fig, out / f"loss_{section['stage']}.png")
+
+
+def chart_bars(name: str, labels: list[str], values: list[float], ylabel: str, out: Path, title: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(values) + 2), 3))
+    ax.bar(range(len(values)), values, color="#55A868")
+    ax.set_xticks(range(len(values)), labels)
+    ax.set(title=title, ylabel=ylabel)
+    return _save(fig, out / f"{name}.png")
+
+
+def chart_rs(section: dict, out: Path) -> str | None:
+    rounds = [r for r in section["rounds"] if r["mean_reward"] is not None]
+    if not rounds:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot([r["round"] for r in rounds], [r["mean_reward"] for r in rounds], marker="o", label="all samples")
+    kept = [r for r in rounds if r["mean_reward_kept"] is not None]
+    if kept:
+        ax.plot([r["round"] for r in kept], [r["mean_reward_kept"] for r in kept], marker="s", label="kept (top-k)")
+    ax.set(title="rejection sampling: reward by round", xlabel="round", ylabel="mean reward")
+    ax.legend()
+    return _save(fig, out / "rs_reward_by_round.png")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return "" if v is None else str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+
+
+def collect(pipe, state: dict) -> dict:
+    """Everything the report shows, from the files the stages wrote."""
+    data: dict = {"config": str(pipe.path), "output_dir": str(pipe.output_dir), "training": [], "evaluation": []}
+    data["wall_time"] = [
+        {"stage": s.name, "wall_time_s": state.get("stages", {}).get(s.name, {}).get("wall_time_s")}
+        for s in pipe.stages
+        if s.name in state.get("stages", {})
+    ]
+    for stage in pipe.stages:
+        stage_dir = pipe.stage_dir(stage.name)
+        metrics = _load(stage_dir / "metrics.json")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        section = training_section(stage.name, stage_dir, metrics)
+        if section and stage.recipe != "reward":
+            data["training"].append(section)
+        if stage.recipe == "reward" and metrics:
+            reward = reward_section(metrics)
+            if section:
+                data["training"].append(section)
+            if reward:
+                data["reward"] = {"stage": stage.name, **reward}
+        if stage.recipe == "rejection_sampling":
+            rs = rs_section(stage_dir)
+            if rs:
+                data["rejection_sampling"] = {"stage": stage.name, **rs}
+        if stage.recipe == "evaluate":
+            report = _load(stage_dir / "report.json")
+            if isinstance(report, dict):
+                model = (report.get("settings") or {}).get("model")
+                data["evaluation"].append({"stage": stage.name, "model": model, "scores": eval_row(report)})
+                data["reference_rows"] = data.get("reference_rows") or reference_rows(report)
+    if not data.get("reference_rows"):
+        data.pop("reference_rows", None)
+    return data
+
+
+def render(data: dict, charts: dict[str, str]) -> str:
+    lines = [
+        "# Pipeline report",
+        "",
+        f"Config: `{data['config']}`; outputs under `{data['output_dir']}/<stage>/`.",
+        "",
+    ]
+    if data["training"]:
+        lines += ["## Training loss", ""]
+        lines += _table(
+            ["stage", "steps", "loss first", "loss last"],
+            [[s["stage"], s["steps"], s["loss_first"], s["loss_last"]] for s in data["training"]],
+        )
+        lines.append("")
+        lines += [f"![{s['stage']} loss]({charts[s['stage']]})" for s in data["training"] if s["stage"] in charts]
+        lines.append("")
+    if "reward" in data:
+        r = data["reward"]
+        lines += ["## Reward model", ""]
+        if r["pairwise_accuracy"] is not None:
+            lines.append(
+                f"Held-out pairwise accuracy: **{100 * r['pairwise_accuracy']:.1f}%** "
+                f"(`{r['pairwise_accuracy_key']}`; chance is 50%)."
+            )
+        if r["reward_by_rank"]:
+            lines += ["", "Mean reward by rank position (0 = best):", ""]
+            lines += _table([str(i) for i in range(len(r["reward_by_rank"]))], [r["reward_by_rank"]])
+        if "reward" in charts:
+            lines += ["", f"![reward by rank]({charts['reward']})"]
+        lines.append("")
+    if "rejection_sampling" in data:
+        lines += ["## Rejection sampling", ""]
+        lines += _table(
+            ["round", "mean reward (all samples)", "mean reward (kept)"],
+            [[r["round"], r["mean_reward"], r["mean_reward_kept"]] for r in data["rejection_sampling"]["rounds"]],
+        )
+        if "rs" in charts:
+            lines += ["", f"![reward by round]({charts['rs']})"]
+        lines.append("")
+    if data["evaluation"]:
+        metrics = list(dict.fromkeys(k for e in data["evaluation"] for k in e["scores"]))
+        lines += ["## Evaluation (percent)", ""]
+        rows = [[f"{e['stage']} (`{e['model']}`)", *(e["scores"].get(m) for m in metrics)] for e in data["evaluation"]]
+        lines += _table(["policy", *metrics], rows)
+        lines.append("")
+        if data.get("reference_rows"):
+            ref = data["reference_rows"]
+            keys = list(dict.fromkeys(k for r in ref for k in r if k != "model"))
+            lines += ["Paper reference rows (from the evaluation report):", ""]
+            lines += _table(["model", *keys], [[r.get("model"), *(r.get(k) for k in keys)] for r in ref])
+            lines.append("")
+    if data["wall_time"]:
+        lines += ["## Wall time", ""]
+        lines += _table(["stage", "seconds"], [[w["stage"], w["wall_time_s"]] for w in data["wall_time"]])
+        total = sum(w["wall_time_s"] or 0 for w in data["wall_time"])
+        lines += ["", f"Total: {total:.1f} s (stages run in this output directory, including earlier runs)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(pipe, state: dict) -> Path:
+    out = pipe.output_dir
+    data = collect(pipe, state)
+    charts: dict[str, str] = {}
+    for section in data["training"]:
+        name = chart_loss(section, out)
+        if name:
+            charts[section["stage"]] = name
+    if data.get("reward", {}).get("reward_by_rank"):
+        values = data["reward"]["reward_by_rank"]
+        labels = [str(i) for i in range(len(values))]
+        charts["reward"] = chart_bars(
+            "reward_by_rank", labels, values, "mean reward", out, "reward model: held-out reward by rank"
+        )
+    if "rejection_sampling" in data:
+        name = chart_rs(data["rejection_sampling"], out)
+        if name:
+            charts["rs"] = name
+    data["charts"] = sorted(charts.values())
+    write_json(out / "report.json", data)
+    return write_atomic(out / "report.md", render(data, charts))
