@@ -23,7 +23,7 @@ Each stage is printed (shlex-quoted) and run as ``python recipes/R.py --config C
 ``accelerate launch [--config_file X] [--num_processes N] recipes/R.py ...``; ``python`` and
 ``accelerate launch`` are run with the interpreter that runs the pipeline (``sys.executable`` and
 ``sys.executable -m accelerate.commands.launch``) so a virtual environment need not be activated.
-Its output goes to ``<stage>/stage.log`` (also to the terminal with ``--verbose``); the terminal shows one
+Its output goes to ``logs/<stage>.log`` (also to the terminal with ``--verbose``); the terminal shows one
 status line per stage. A non-zero exit ends the pipeline with one line naming the stage and its log.
 
 Rerunning skips every stage whose ``metrics.json`` exists (the recipes' contract: written last, only
@@ -57,6 +57,7 @@ from chimed_trl.runs import write_json
 STATE_FILE = "pipeline_state.json"
 TINY = "tiny"
 DONE_FILE = "metrics.json"
+TINY_DONE_FILE = "tiny_build.json"  # the tiny builder's own marker, written last
 PIPELINE_KEYS = {"output_dir", "tiny", "stages"}
 STAGE_KEYS = {"name", "recipe", "config", "accelerate_config", "num_processes", "from", "args", "done_file"}
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -190,7 +191,8 @@ def load_pipeline(path: str | os.PathLike, output_dir: str | None = None) -> Pip
             tiny = {}
         if not isinstance(tiny, dict) or set(tiny) - {"seed"}:
             _fail(path, "tiny", "expected {seed: INT} (or true) to build the tiny base as stage zero")
-        stages.append(Stage(name=TINY, recipe=TINY, args={"seed": int(tiny.get("seed", 0))}))
+        seed = int(tiny.get("seed", 0))
+        stages.append(Stage(name=TINY, recipe=TINY, args={"seed": seed}, done_file=TINY_DONE_FILE))
     for i, item in enumerate(stages_raw):
         stages.append(_parse_stage(path, i, item, [s.name for s in stages]))
     return Pipeline(path=path, output_dir=Path(out), stages=stages)
@@ -312,9 +314,9 @@ def move_aside(pipe: Pipeline, names: list[str]) -> Path | None:
 
 
 def run_stage(pipe: Pipeline, stage: Stage, verbose: bool) -> tuple[int, float, Path]:
-    stage_dir = pipe.stage_dir(stage.name)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    log = stage_dir / "stage.log"
+    # logs live beside the stages, never inside: a recipe refuses an output_dir holding files it did not write
+    log = pipe.output_dir / "logs" / f"{stage.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     cmd = stage_command(pipe, stage)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.time()
@@ -414,8 +416,6 @@ def run_pipeline(pipe: Pipeline, start: str | None = None, dry_run: bool = False
         print(f"{prefix}: {display(stage_command(pipe, stage))}", flush=True)
         rc, wall, log = run_stage(pipe, stage, verbose)
         record = {"command": display(stage_command(pipe, stage)), "log": str(log), "wall_time_s": round(wall, 2)}
-        if rc == 0 and stage.name == TINY:  # the tiny builder writes no metrics.json: the runner records it
-            write_json(pipe.stage_dir(TINY) / DONE_FILE, {"stage": TINY, "wall_time_s": round(wall, 2)})
         if rc != 0 or not is_done(pipe, stage):
             state["stages"][stage.name] = {**record, "status": "failed", "exit_code": rc}
             write_json(pipe.output_dir / STATE_FILE, state)

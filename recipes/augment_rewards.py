@@ -15,10 +15,12 @@ or have their local model set by name: --responder_model NAME=PATH [NAME=PATH ..
 from chimed_trl.cli import run_recipe
 from chimed_trl.data.augment import AugmentArguments, augment_rankings
 
+ARGUMENT_TYPES = (AugmentArguments,)  # what the YAML is parsed into
+
 
 def main(augment_args):
     return augment_rankings(augment_args)
 
 
 if __name__ == "__main__":
-    run_recipe(main, (AugmentArguments,))
+    run_recipe(main, ARGUMENT_TYPES)

@@ -12,10 +12,12 @@ from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.evaluation.config import EvalArguments
 from chimed_trl.evaluation.harness import run_evaluation
 
+ARGUMENT_TYPES = (EvalArguments, ChimedModelConfig)  # what the YAML is parsed into
+
 
 def main(eval_args, model_args):
     return run_evaluation(eval_args, model_args)
 
 
 if __name__ == "__main__":
-    run_recipe(main, (EvalArguments, ChimedModelConfig))
+    run_recipe(main, ARGUMENT_TYPES)

@@ -9,10 +9,12 @@ from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.reward import RewardScriptArguments, train_reward
 from chimed_trl.trainers import ListwiseRewardConfig
 
+ARGUMENT_TYPES = (RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig)  # what the YAML is parsed into
+
 
 def main(script_args, training_args, model_args):
     return train_reward(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
-    run_recipe(main, (RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig))
+    run_recipe(main, ARGUMENT_TYPES)

@@ -10,10 +10,12 @@ from chimed_trl.cli import run_recipe
 from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
 from chimed_trl.stages import train_lm
 
+ARGUMENT_TYPES = (ChimedScriptArguments, SFTConfig, ChimedModelConfig)  # what the YAML is parsed into
+
 
 def main(script_args, training_args, model_args):
     return train_lm(script_args, training_args, model_args, expected_stage="sft")
 
 
 if __name__ == "__main__":
-    run_recipe(main, (ChimedScriptArguments, SFTConfig, ChimedModelConfig))
+    run_recipe(main, ARGUMENT_TYPES)

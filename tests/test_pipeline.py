@@ -90,10 +90,6 @@ def test_dry_run_prints_the_full_regime_commands(capsys, tmp_path):
     )
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     o = str(out)
-    responders = [
-        {"name": "gpt-4 stand-in", "model": f"{o}/sft"},
-        {"name": "gpt-3.5 stand-in", "model": f"{o}/pretrain"},
-    ]
     expected = [
         ["python", "-m", "chimed_trl.tiny", f"{o}/tiny", "--seed", "0"],
         ["python", "recipes/pretrain.py", "--config", "recipes/tiny/pretrain.yaml", "--output_dir", f"{o}/pretrain",
@@ -101,7 +97,7 @@ def test_dry_run_prints_the_full_regime_commands(capsys, tmp_path):
         ["python", "recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--output_dir", f"{o}/sft",
          "--model_name_or_path", f"{o}/pretrain", "--build_tiny_model", "false"],
         ["python", "recipes/augment_rewards.py", "--config", "recipes/tiny/augment.yaml", "--output_dir",
-         f"{o}/augment", "--responders", responders],
+         f"{o}/augment", "--responder_model", f"strong={o}/sft", f"weak={o}/pretrain"],
         ["python", "recipes/reward.py", "--config", "recipes/tiny/reward.yaml", "--output_dir", f"{o}/reward",
          "--model_name_or_path", f"{o}/sft", "--datasets", [{"formatter": "ranked", "path": f"{o}/augment/ranked.jsonl"}]],
         ["python", "recipes/rejection_sampling.py", "--config", "recipes/tiny/rejection_sampling.yaml", "--output_dir",
@@ -178,7 +174,7 @@ def test_run_skip_and_model_resolution(checkout, capsys):
     assert argv["b"][argv["b"].index("--extra") + 1] == "out/a/model.txt"
     assert argv["c"][argv["c"].index("--model_name_or_path") + 1] == "out/b"
     assert argv["c"][-7:] == ["--tasks", "x", "y", "--flag", "true", "--n", "3"]  # nargs lists as separate words
-    assert "probe says hello" in (checkout / "out/b/stage.log").read_text()  # the stage's own output is logged
+    assert "probe says hello" in (checkout / "out/logs/b.log").read_text()  # the stage's own output is logged
 
     # second run: everything finished -> nothing runs
     assert pipeline.main(["--config", str(path)]) == 0
@@ -222,7 +218,7 @@ def test_failing_stage_stops_with_one_line(checkout, capsys):
     path = write_pipeline(checkout, stages)
     assert pipeline.main(["--config", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "error: stage 'b' failed (exit code 3); log: out/b/stage.log"
+    assert err[-1] == "error: stage 'b' failed (exit code 3); log: out/logs/b.log"
     assert any("probe says hello" in line for line in err[:-1])  # the log's tail is shown above it
     assert called_stages(checkout) == ["a", "b"]
     state = json.loads((checkout / "out/pipeline_state.json").read_text())
@@ -521,24 +517,18 @@ def test_every_config_the_readmes_name_parses(config, tmp_path):
         pipe = pipeline.load_pipeline(path)
         assert pipe.stages
         return
-    from trl import SFTConfig, TrlParser
+    import runpy
 
-    from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
-    from chimed_trl.evaluation.config import EvalArguments
+    from chimed_trl.cli import parse_recipe_args
 
+    types = runpy.run_path(str(REPO / f"recipes/{recipe}.py"), run_name="recipe")["ARGUMENT_TYPES"]
     argv = ["--config", str(path), "--output_dir", str(tmp_path)]
-    if recipe == "evaluate":
-        (args,) = TrlParser((EvalArguments,)).parse_args_and_config(argv)
-        assert args.tasks
-    elif recipe in ("pretrain", "sft"):
-        # the GPU configs set bf16; on this CPU machine only that switch is overridden
-        parsed = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig)).parse_args_and_config(
-            argv + ["--bf16", "false", "--use_cpu", "true"]
-        )
+    if any("bf16" in getattr(t, "__dataclass_fields__", {}) for t in types):
+        argv += ["--bf16", "false", "--use_cpu", "true"]  # the GPU configs set bf16; only that is overridden here
+    parsed = parse_recipe_args(types, argv)  # the recipe's own parser: unknown or mistyped keys are errors
+    assert len(parsed) == len(types)
+    if recipe in ("pretrain", "sft"):
         assert parsed[0].stage == recipe and parsed[0].datasets
-    else:  # a recipe from the reward / rejection-sampling work: at least a flat mapping its parser can read
-        data = yaml.safe_load(path.read_text())
-        assert isinstance(data, dict) and all(isinstance(k, str) for k in data)
 
 
 def _library_example() -> str:
