@@ -34,11 +34,12 @@ class DatasetsJSON:
             ) from None
 
 
-def _flatten_sources(entries) -> list:
-    out = []
+def parse_sources(entries) -> list:
+    """A recipe's ``datasets`` (YAML mappings, or JSON lists from the command line) -> SourceConfigs."""
+    flat = []
     for entry in entries:
-        out += entry if isinstance(entry, list) else [entry]
-    return out
+        flat += entry if isinstance(entry, list) else [entry]
+    return [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(flat)]
 
 
 @dataclass
@@ -83,9 +84,7 @@ class ChimedScriptArguments:
     def __post_init__(self):
         if self.stage not in ("pretrain", "sft"):
             raise ConfigError(f"stage must be 'pretrain' or 'sft', got {self.stage!r}")
-        self.datasets = [
-            source_from_config(s, f"datasets[{i}]") for i, s in enumerate(_flatten_sources(self.datasets))
-        ]
+        self.datasets = parse_sources(self.datasets)
 
 
 @dataclass

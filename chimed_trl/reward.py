@@ -13,16 +13,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from accelerate import PartialState
 from transformers import set_seed
 from trl import get_peft_config
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-from chimed_trl.configs import ChimedModelConfig
+from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, parse_sources
 from chimed_trl.data.mixtures import build_mixture
-from chimed_trl.data.sources import resolve, source_from_config
+from chimed_trl.data.sources import resolve
 from chimed_trl.errors import UserError
 from chimed_trl.models import load_model, load_tokenizer
 from chimed_trl.runs import METRICS_FILE, move_secrets_to_env, write_json
@@ -37,13 +36,16 @@ logger = logging.getLogger(__name__)
 class RewardScriptArguments:
     """What the reward model trains on (everything not a trainer or model knob)."""
 
-    datasets: list[Any] = field(
+    datasets: list[DatasetsJSON] = field(
         default_factory=list,
         metadata={
-            "help": "Ranked sources: [{card|formatter, path, weight, split, ...}] (cmd_reward, tiny_ranked...)."
+            "help": "Ranked sources, in YAML or as JSON on the command line: "
+            '[{"formatter": "ranked", "path": "ranked.jsonl"}] (cmd_reward, tiny_ranked, ranked, ...).'
         },
     )
-    test_size: float = field(default=0.0, metadata={"help": "Held-out lists: a fraction (< 1) or a count."})
+    test_size: float = field(
+        default=0.0, metadata={"help": "Held-out lists: a fraction in (0, 1) or a whole number >= 1 (1.0 refused)."}
+    )
     dedup: bool = field(default=True, metadata={"help": "Exact de-duplication of whole lists across sources."})
     chat_template: str | None = field(
         default=None, metadata={"help": "chatml, chimed or a Jinja string; None keeps the tokenizer's template."}
@@ -62,7 +64,7 @@ class RewardScriptArguments:
     )
 
     def __post_init__(self):
-        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
+        self.datasets = parse_sources(self.datasets)
 
 
 def check_sources(script_args: RewardScriptArguments) -> None:
