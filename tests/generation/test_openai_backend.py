@@ -97,11 +97,16 @@ def test_retries_are_bounded_and_back_off():
     assert server.base_url in str(err.value.__notes__)
 
 
-def test_rate_limited_requests_are_retried_until_they_succeed():
-    # bug caught: a 429 surfacing as an error (or lost answer) instead of a retry honouring Retry-After
+def test_rate_limited_requests_are_retried_as_often_as_configured():
+    # bugs caught: a 429 surfacing as an error (or a lost answer) instead of a retry honouring Retry-After;
+    # max_retries not passed to the client (it would use its own default of 2)
     with ScriptedServer(failures=2, status=429, headers={"retry-after-ms": "20"}) as server:
         got = generator(server, max_retries=3, max_concurrency=1).generate(["q"], SamplingParams())
     assert len(server.requests) == 3 and got[0][0].startswith("q#")
+    with ScriptedServer(failures=10**6, status=429, headers={"retry-after-ms": "20"}) as server:
+        with pytest.raises(openai.RateLimitError):
+            generator(server, max_retries=1).generate(["q"], SamplingParams())
+    assert len(server.requests) == 2
 
 
 def test_fan_out_keeps_order_bounds_concurrency_and_reuses_one_client():
