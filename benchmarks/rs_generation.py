@@ -8,7 +8,7 @@
    (tiny model, 127.0.0.1, fan-out: one request per sample) with ``max_concurrency`` 1 vs 8.
 
     python benchmarks/rs_generation.py [--prompts 64] [--samples 8] [--max_new_tokens 32] [--batch_size 16]
-        [--server_prompts 16] [--server_samples 4] [--server_args "--continuous-batching"] [--skip_local|--skip_server]
+        [--server_prompts 16] [--server_samples 4] [--server_args=--continuous-batching] [--skip_local|--skip_server]
 """
 
 from __future__ import annotations
