@@ -93,10 +93,13 @@ class TransformersGenerator:
 
     Example::
 
-        >>> from transformers import AutoModelForCausalLM, AutoTokenizer
-        >>> from chimed_trl.generation import SamplingParams, TransformersGenerator
-        >>> gen = TransformersGenerator(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path))
-        >>> gen.generate(["头痛怎么办？"], SamplingParams(n=4, temperature=1.0, seed=0))  # [[4 answers]]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from chimed_trl import build_tiny
+        from chimed_trl.generation import SamplingParams, TransformersGenerator
+
+        path = build_tiny("/tmp/chimed-tiny")
+        gen = TransformersGenerator(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+        gen.generate(["头痛怎么办？"], SamplingParams(n=4, temperature=1.0, seed=0))  # [[four answers]]
     """
 
     def __init__(
