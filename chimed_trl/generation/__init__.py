@@ -1,21 +1,27 @@
 """Generation backends behind one interface (:class:`~chimed_trl.generation.base.Generator`).
 
 ``generate(prompts, SamplingParams) -> list[list[str]]``; greedy by default. Backends: a local
-transformers model, any OpenAI-compatible server (vLLM, SGLang, ``transformers serve``).
+transformers (or PEFT) model (:mod:`.transformers_backend`), any OpenAI-compatible server (vLLM,
+SGLang, ``transformers serve``: :mod:`.openai_backend`), and a launcher that serves a checkpoint for
+the duration of a ``with`` block (:mod:`.server`). No in-process vLLM engine ships: it could not be
+tested here (no GPU); at scale run ``vllm serve`` through :func:`launch_for_model`.
 """
 
 from chimed_trl.generation.base import Generator, Prompt, SamplingParams, as_messages
 from chimed_trl.generation.openai_backend import OpenAIGenerator
-from chimed_trl.generation.server import LaunchedServer, free_port
-from chimed_trl.generation.transformers_backend import TransformersGenerator
+from chimed_trl.generation.server import GenerationServerConfig, LaunchedServer, free_port, launch_for_model
+from chimed_trl.generation.transformers_backend import SeededSampler, TransformersGenerator
 
 __all__ = [
+    "GenerationServerConfig",
     "Generator",
     "LaunchedServer",
     "OpenAIGenerator",
     "Prompt",
     "SamplingParams",
+    "SeededSampler",
     "TransformersGenerator",
     "as_messages",
     "free_port",
+    "launch_for_model",
 ]

@@ -3,8 +3,13 @@
 Rejection sampling changes the policy every round, so the trainer can start a server on each
 round's checkpoint and stop it afterwards. The command is a template with ``{model}`` and
 ``{port}``; readiness is ``GET /health`` (vLLM, SGLang and ``transformers serve`` all answer it).
-A server that does not become ready within ``ready_timeout`` is stopped and reported with its
-command and last log lines.
+A server that exits early or does not become ready within ``ready_timeout`` is stopped and reported
+with its command and last log lines. The server runs in its own process group, and stopping it
+(SIGTERM, then SIGKILL after ``stop_timeout``) ends the whole group: vLLM's engine and its
+data/tensor-parallel workers, not only the front process.
+
+A recipe config names the command as ``generation_server: {command: "vllm serve {model} --port {port}
+...", ready_timeout: 900}``; :func:`launch_for_model` turns that mapping into a server for one checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from string import Formatter
 
 from chimed_trl.errors import UserError
 
@@ -32,11 +40,18 @@ class LaunchedServer:
     """``with LaunchedServer("vllm serve {model} --port {port}", model=path) as server: server.base_url``"""
 
     def __init__(
-        self, command: str, model: str, port: int | None = None, ready_timeout: float = 600.0, host="127.0.0.1"
+        self,
+        command: str,
+        model: str,
+        port: int | None = None,
+        ready_timeout: float = 600.0,
+        host="127.0.0.1",
+        stop_timeout: float = 30.0,
     ):
+        check_command_template(command)
         self.port = port or free_port()
         self.command = command.format(model=model, port=self.port)
-        self.model, self.ready_timeout, self.host = model, ready_timeout, host
+        self.model, self.ready_timeout, self.host, self.stop_timeout = model, ready_timeout, host, stop_timeout
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
 
@@ -76,20 +91,90 @@ class LaunchedServer:
     def _fail(self, why: str):
         tail = self.log_tail()
         self.stop()
-        raise UserError(f"generation server `{self.command}` {why}; last log lines:\n{tail}")
+        raise UserError(f"generation server `{self.command}` {why} (log: {self.log_path}); last log lines:\n{tail}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        """End the server's whole process group (its workers too), even when the front process already exited."""
+        if self.process is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+        self._signal_group(signal.SIGKILL)  # workers that outlived their parent's SIGTERM
         self.process = None
+
+    def _signal_group(self, sig) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:  # the group is already gone
+            pass
 
     def __enter__(self) -> LaunchedServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def check_command_template(command: str, key: str = "command") -> None:
+    """A launch command must place ``{model}`` and ``{port}`` and nothing else in braces."""
+    try:
+        names = {name for _, name, _, _ in Formatter().parse(command) if name is not None}
+    except ValueError as err:
+        raise UserError(f"generation_server.{key} {command!r}: {err}") from None
+    if names != {"model", "port"}:
+        raise UserError(
+            f"generation_server.{key} {command!r} must contain the placeholders {{model}} and {{port}} and no "
+            f"others (found {sorted(names)})"
+        )
+
+
+@dataclass
+class GenerationServerConfig:
+    """The ``generation_server:`` block of a recipe config: how to serve each round's checkpoint."""
+
+    command: str
+    ready_timeout: float = 900.0
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> GenerationServerConfig:
+        if not isinstance(raw, Mapping):
+            raise UserError(f"generation_server must be a mapping with `command` and `ready_timeout`, got {raw!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise UserError(f"generation_server.{unknown[0]}: unknown key (expected {sorted(known)})")
+        if not isinstance(raw.get("command"), str):
+            raise UserError("generation_server.command: a command template with {model} and {port} is required")
+        check_command_template(raw["command"])
+        config = cls(**raw)
+        if not (isinstance(config.ready_timeout, (int, float)) and config.ready_timeout > 0):
+            raise UserError(f"generation_server.ready_timeout={config.ready_timeout!r} must be a positive number")
+        return config
+
+
+def launch_for_model(
+    command: str | Mapping | GenerationServerConfig, model_path: str | os.PathLike, ready_timeout: float | None = None
+) -> LaunchedServer:
+    """A not-yet-started server for one checkpoint; use it as a context manager (start, wait, stop).
+
+    ``command`` is the template string, the ``generation_server`` mapping or its parsed config;
+    ``ready_timeout`` overrides the config's.
+
+    Example::
+
+        with launch_for_model("vllm serve {model} --port {port}", "out/round_1/policy", 900) as server:
+            texts = OpenAIGenerator(server.base_url, server.model, honours_n=True).generate(prompts, sampling)
+    """
+    if isinstance(command, str):
+        config = GenerationServerConfig.from_dict({"command": command})
+    elif isinstance(command, GenerationServerConfig):
+        config = command
+    else:
+        config = GenerationServerConfig.from_dict(command)
+    timeout = ready_timeout if ready_timeout is not None else config.ready_timeout
+    return LaunchedServer(config.command, model=str(model_path), ready_timeout=timeout, host=config.host)

@@ -1,9 +1,23 @@
-"""The launched-server path on a real ``transformers serve`` process (127.0.0.1, tiny model, CPU)."""
+"""The launched-server path: a real ``transformers serve`` process (127.0.0.1, tiny model, CPU) and a
+stdlib stand-in that forks a worker, to check readiness, failure reports and process-group stop."""
+
+import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from chimed_trl.errors import UserError
-from chimed_trl.generation import LaunchedServer, OpenAIGenerator, SamplingParams
+from chimed_trl.generation import (
+    GenerationServerConfig,
+    LaunchedServer,
+    OpenAIGenerator,
+    SamplingParams,
+    launch_for_model,
+)
+
+HEALTH_SERVER = Path(__file__).with_name("health_server.py")
 
 
 def test_tiny_server_answers_greedy_like_the_local_model(tiny_server, tiny_model_dir):
@@ -26,3 +40,57 @@ def test_server_that_never_gets_ready_names_command_and_log(tmp_path):
         LaunchedServer(command, model="m", ready_timeout=1).start()
     assert "booting" in str(err.value)  # from the log: the command itself only has 'boo' + 'ting'
     assert "python -u -c" in str(err.value)
+
+
+def test_server_that_exits_early_is_reported_at_once():
+    # bug caught: polling a dead process until ready_timeout, or losing its exit code and output
+    command = f"{sys.executable} -c \"import sys; print('unknown flag --x'); sys.exit(3)\" {{model}} {{port}}"
+    start = time.monotonic()
+    with pytest.raises(UserError, match="exited with code 3") as err:
+        LaunchedServer(command, model="m", ready_timeout=60).start()
+    assert time.monotonic() - start < 30 and "unknown flag --x" in str(err.value)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead; only its parent has not read its status yet
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_launch_for_model_waits_for_health_and_stops_the_whole_process_group(tmp_path):
+    # bug caught: stopping only the front process and leaving the engine's workers running
+    pidfile = tmp_path / "pids"
+    config = {"command": f"{sys.executable} {HEALTH_SERVER} {{model}} {{port}} {pidfile}", "ready_timeout": 60}
+    with launch_for_model(config, tmp_path / "ckpt") as server:
+        assert server.healthy() and server.model == str(tmp_path / "ckpt")
+        front, worker = map(int, pidfile.read_text().split())
+        assert alive(front) and alive(worker)
+        assert f"serving {tmp_path / 'ckpt'}" in server.log_tail()
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(front) and not alive(worker)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"command": "vllm serve {model}"}, "placeholders {model} and {port}"),
+        ({"command": "vllm serve {model} --port {port} --x {gpu}"}, r"found \['gpu', 'model', 'port'\]"),
+        (
+            {"command": "vllm serve {model} --port {port}", "ready_timout": 5},
+            "generation_server.ready_timout: unknown",
+        ),
+        ({"command": "vllm serve {model} --port {port}", "ready_timeout": 0}, "ready_timeout=0 must be"),
+        ({"ready_timeout": 5}, "generation_server.command"),
+    ],
+)
+def test_bad_generation_server_config_is_one_clear_error(raw, message):
+    # bug caught: a KeyError traceback from str.format, or a typo'd key silently ignored
+    with pytest.raises(UserError, match=message):
+        GenerationServerConfig.from_dict(raw)

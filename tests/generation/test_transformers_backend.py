@@ -1,0 +1,168 @@
+"""The local transformers backend against plain ``model.generate`` one prompt at a time (the reference)."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from chimed_trl.generation import SamplingParams, SeededSampler, TransformersGenerator
+
+from .conftest import PROMPTS
+
+NEW = 10
+
+
+def messages(prompt):
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def plain_greedy(model, tokenizer, prompt, max_new_tokens=NEW):
+    """Reference: one unpadded prompt through transformers' own chat-template tokenization and greedy generate."""
+    enc = tokenizer.apply_chat_template(
+        messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_batched_sorted_greedy_equals_one_prompt_at_a_time(diverse_model, tokenizer):
+    # bugs caught: outputs left in length-sorted order (not input order), right padding or a missing
+    # attention mask (changes the continuation of the shorter prompts), prompt tokens left in the output
+    gen = TransformersGenerator(diverse_model, tokenizer, max_new_tokens=NEW, batch_size=3, show_progress=False)
+    expected = [plain_greedy(diverse_model, tokenizer, p) for p in PROMPTS]
+    assert len(set(expected)) == len(PROMPTS)  # the check means something: every prompt answers differently
+    diverse_model.train()
+    assert gen(PROMPTS) == expected
+    assert diverse_model.training  # the caller's mode is restored (generation itself ran in eval mode)
+    diverse_model.eval()
+    assert gen.generate(PROMPTS, SamplingParams(n=2, max_new_tokens=NEW)) == [[e, e] for e in expected]
+
+
+def test_seeded_samples_do_not_depend_on_batching_order_or_neighbours(diverse_model, tokenizer):
+    # bugs caught: samples grouped into the wrong prompt (k*n slicing), one RNG stream per batch (samples
+    # then change with batch size or with which prompts share the batch), n not honoured
+    sampling = SamplingParams(n=3, temperature=1.0, max_new_tokens=NEW, seed=7)
+    gen = TransformersGenerator(diverse_model, tokenizer, batch_size=4, show_progress=False)
+    batched = gen.generate(PROMPTS, sampling)
+    assert [len(s) for s in batched] == [3] * len(PROMPTS)
+    alone = [
+        TransformersGenerator(diverse_model, tokenizer, batch_size=1, show_progress=False).generate([p], sampling)[0]
+        for p in PROMPTS
+    ]
+    assert batched == alone
+    assert gen.generate(PROMPTS[::-1], sampling)[::-1] == batched
+    assert all(len(set(s)) > 1 for s in batched)  # sampling, not greedy
+    other_seed = gen.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=NEW, seed=8))
+    assert other_seed != batched
+
+
+def test_tiny_top_p_and_tiny_temperature_reduce_sampling_to_greedy(diverse_model, tokenizer):
+    # bug caught: temperature / top_p not applied before the sampler (it would sample the raw distribution)
+    gen = TransformersGenerator(diverse_model, tokenizer, batch_size=4, show_progress=False)
+    expected = [[plain_greedy(diverse_model, tokenizer, p)] * 2 for p in PROMPTS[:3]]
+    assert (
+        gen.generate(PROMPTS[:3], SamplingParams(n=2, temperature=1.0, top_p=1e-6, max_new_tokens=NEW, seed=1))
+        == expected
+    )
+    assert gen.generate(PROMPTS[:3], SamplingParams(n=2, temperature=1e-4, max_new_tokens=NEW, seed=1)) == expected
+
+
+def test_seeded_sampler_draws_from_the_softmax():
+    # bug caught: a biased draw (uniform noise instead of Gumbel, a wrong sign, rows sharing one noise stream)
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, float("-inf")])
+    rows = 40_000
+    sampler = SeededSampler(range(rows))
+    chosen = sampler(torch.zeros(rows, 3, dtype=torch.long), logits.repeat(rows, 1)).argmax(-1)
+    freq = torch.bincount(chosen, minlength=5).float() / rows
+    assert torch.allclose(freq, torch.softmax(logits, -1), atol=0.01)  # 3 sigma is ~0.007 at 40k rows
+
+
+def oom_model_class(base_class):
+    """A real model whose generate raises CUDA's out-of-memory error above a batch size.
+
+    There is no GPU here, so the error is injected at the model's own ``generate`` (a subclass of the real
+    class, the real weights and generate below the limit): the halving and retry run exactly as on CUDA.
+    """
+
+    class OOMModel(base_class):
+        limit = 2
+        calls: list[int] = []
+
+        def generate(self, input_ids=None, **kwargs):
+            type(self).calls.append(input_ids.shape[0])
+            if input_ids.shape[0] > self.limit:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return super().generate(input_ids=input_ids, **kwargs)
+
+    return OOMModel
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_prompt(diverse_model, diverse_model_dir, tokenizer):
+    # bugs caught: the failed batch dropped instead of retried, no halving (endless retry), halving not kept
+    OOMModel = oom_model_class(type(diverse_model))
+    model = OOMModel.from_pretrained(diverse_model_dir).eval()
+    sampling = SamplingParams(n=2, temperature=1.0, max_new_tokens=NEW, seed=3)
+    gen = TransformersGenerator(model, tokenizer, batch_size=8, show_progress=False)
+    got = gen.generate(PROMPTS, sampling)
+    # 7 prompts: 7 fails, 4 fails, then batches of 2: 2, 2, 2, 1 (the halved size is kept)
+    assert OOMModel.calls == [7, 4, 2, 2, 2, 1]
+    reference = TransformersGenerator(diverse_model, tokenizer, batch_size=8, show_progress=False)
+    assert got == reference.generate(PROMPTS, sampling)
+
+    OOMModel.limit, OOMModel.calls = 0, []
+    with pytest.raises(torch.OutOfMemoryError):
+        gen.generate(PROMPTS, sampling)
+    assert OOMModel.calls == [7, 4, 2, 1]  # gives up at batch size 1, no endless loop
+
+
+def test_bos_is_not_doubled(tokenizer):
+    # bug caught: add_special_tokens=True on a rendering whose template already put BOS (two BOS tokens)
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(tokenizer)
+    tok.bos_token = "<|endoftext|>"
+    bos = tok.bos_token_id
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)]
+    )
+    assert tok("发烧").input_ids[:2] != [bos, bos] and tok("发烧").input_ids[0] == bos  # the tokenizer adds BOS
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    templated = TransformersGenerator(None, tok).encode(TransformersGenerator(None, tok).render("发烧"))
+    assert templated[0] == bos and templated[1] != bos
+    assert templated == tok.apply_chat_template(
+        [{"role": "user", "content": "发烧"}], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    plain = TransformersGenerator(None, tok, use_chat_template=False)
+    assert [i == bos for i in plain.encode("发烧")[:2]] == [True, False]  # BOS added once
+    assert [i == bos for i in plain.encode("<|endoftext|>发烧")[:2]] == [True, False]  # already there: not again
+
+
+def test_generation_uses_the_peft_adapter(diverse_model_dir, tokenizer):
+    # bug caught: generating with the base model under the adapter (unwrapping, adapters disabled)
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(diverse_model_dir).eval()
+    base_answers = [plain_greedy(base, tokenizer, p) for p in PROMPTS[:3]]
+    lora = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(base, lora).eval()
+    merged = copy.deepcopy(peft_model).merge_and_unload().eval()  # reference: the adapter folded into the weights
+    expected = [plain_greedy(merged, tokenizer, p) for p in PROMPTS[:3]]
+    assert expected != base_answers
+    assert (
+        TransformersGenerator(peft_model, tokenizer, max_new_tokens=NEW, show_progress=False)(PROMPTS[:3]) == expected
+    )
+
+
+def test_seeded_sampler_row_draws_do_not_depend_on_chunking_or_neighbours():
+    # bug caught: keys misaligned with rows when the vocabulary is processed in row chunks
+    scores = torch.randn(10, 300, generator=torch.Generator().manual_seed(0))
+    chunked = SeededSampler(range(100, 110))
+    chunked.chunk_elements = 900  # 3 rows per chunk
+    together = chunked(torch.zeros(10, 4, dtype=torch.long), scores).argmax(-1)
+    alone = [
+        SeededSampler([100 + r])(torch.zeros(1, 4, dtype=torch.long), scores[r : r + 1]).argmax(-1) for r in range(10)
+    ]
+    assert together.tolist() == torch.cat(alone).tolist()
+    assert len(set(together.tolist())) > 1
