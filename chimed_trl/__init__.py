@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ChimedSFTTrainer": "chimed_trl.trainers",
     "ChimedScriptArguments": "chimed_trl.configs",
+    "RejectionSamplingConfig": "chimed_trl.trainers",
+    "RejectionSamplingTrainer": "chimed_trl.trainers",
     "ChimedModelConfig": "chimed_trl.configs",
     "SourceConfig": "chimed_trl.data.sources",
     "build_mixture": "chimed_trl.data.mixtures",
