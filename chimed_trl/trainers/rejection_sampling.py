@@ -272,7 +272,7 @@ class RejectionSamplingTrainer:
     ):
         self.args = args or RejectionSamplingConfig(output_dir="rejection_sampling")
         self.model_path = str(model)
-        self.model_init_kwargs = {"dtype": torch.float32, **(model_init_kwargs or {})}
+        self.model_init_kwargs = {"dtype": torch.float32, "use_safetensors": True, **(model_init_kwargs or {})}
         self.peft_config, self.callbacks = peft_config, callbacks
         _ = self.args.device  # sets up the process group (gloo/NCCL) the way the SFT trainer will
         self.state = PartialState()
@@ -316,7 +316,7 @@ class RejectionSamplingTrainer:
         model = self.load_policy(r) if self.args.generation_backend == "transformers" else None
         self.sample_and_score(r, model)
         lines = SampleStore(self.round_dir(r) / "samples.jsonl", self._lines_per_prompt).read()
-        stats = {"round": r, **round_stats(lines)}
+        stats = {"round": r, "policy": self.policy_source(r), **round_stats(lines)}
         model = model if model is not None else self.load_policy(r)
         trainer = self.fine_tune(r, model, lines)
         stats["train_loss"] = trainer.state.log_history[-1].get("train_loss") if trainer else None
@@ -430,7 +430,7 @@ class RejectionSamplingTrainer:
 
     def generation_model_dir(self, r: int) -> str:
         """The weights a launched server loads: the initial model or the last round's policy (adapters merged)."""
-        source = self.model_path if r == 0 else str(self.round_dir(r - 1) / "policy")
+        source = self.policy_source(r)
         if not (Path(source) / "adapter_config.json").exists():
             return source
         merged = self.round_dir(r) / "merged_policy"
@@ -445,14 +445,14 @@ class RejectionSamplingTrainer:
         """The policy that samples in round ``r``: the initial model, or the policy round ``r - 1`` saved."""
         from transformers import AutoModelForCausalLM
 
-        source = self.model_path if r == 0 else str(self.round_dir(r - 1) / "policy")
+        source = self.policy_source(r)
         if (Path(source) / "adapter_config.json").exists():
             from peft import PeftConfig, PeftModel
 
             base = PeftConfig.from_pretrained(source).base_model_name_or_path
-            model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, **self.model_init_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(base, **self.model_init_kwargs)
             return PeftModel.from_pretrained(model, source, is_trainable=True)
-        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, **self.model_init_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **self.model_init_kwargs)
         return model.to(self.args.device)
 
     def sft_dataset(self, lines: list[dict]):
@@ -553,6 +553,9 @@ class RejectionSamplingTrainer:
         return path
 
     # ----- bookkeeping -----------------------------------------------------------------------------
+    def policy_source(self, r: int) -> str:
+        return self.model_path if r == 0 else str(self.round_dir(r - 1) / "policy")
+
     def round_dir(self, r: int) -> Path:
         return self.output_dir / f"round_{r}"
 
