@@ -101,6 +101,9 @@ class RejectionSamplingConfig(SFTConfig):
     reward_batch_size: int = field(default=16, metadata={"help": "Pairs per reward-model forward pass."})
     reward_max_length: int = field(default=2048, metadata={"help": "Tokens kept (from the end) per scored pair."})
     write_ranked: bool = field(default=True, metadata={"help": "Write round_<r>/ranked.jsonl of kept answers."})
+    assistant_only_loss: bool = field(
+        default=True, metadata={"help": "Loss on the kept answer only (needs a template with generation markers)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -299,6 +302,7 @@ class RejectionSamplingTrainer:
         self.output_dir = Path(self.args.output_dir)
         self._metrics: dict[str, list] = {}
         self.round_metrics: list[dict] = []
+        self.last_server = None  # the launched generation server of the latest round (stopped after it)
         self._claim_output_dir()
 
     # ----- the run ---------------------------------------------------------------------------------
@@ -420,6 +424,7 @@ class RejectionSamplingTrainer:
                     ready_timeout=float(a.generation_server.get("ready_timeout", 600)),
                 )  # fmt: skip
                 server.start()
+                self.last_server = server
                 address = [server.base_url, server.model]
             broadcast_object_list(address)
             yield OpenAIGenerator(address[0], address[1], a.generation_api_key_env, a.max_new_tokens)
@@ -467,8 +472,6 @@ class RejectionSamplingTrainer:
         return Dataset.from_list(rows) if rows else None
 
     def fine_tune(self, r: int, model, lines: list[dict]):
-        from chimed_trl.trainers.sft import ChimedSFTTrainer
-
         policy_dir = self.round_dir(r) / "policy"
         dataset = self.sft_dataset(lines)
         if dataset is None:
@@ -477,18 +480,25 @@ class RejectionSamplingTrainer:
                 model.save_pretrained(policy_dir, safe_serialization=True)
                 self.tokenizer.save_pretrained(policy_dir)
             return None
-        args = copy.copy(self.args)
-        args.output_dir = str(self.round_dir(r) / "train")
-        peft_config = self.peft_config if r == 0 else None  # later rounds continue the saved adapter
-        trainer = ChimedSFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=self.tokenizer,
-            peft_config=peft_config, callbacks=self.callbacks,
-        )  # fmt: skip
-        trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
+        trainer = self.build_sft_trainer(r, model, dataset)
+        trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
         trainer.save_model(str(policy_dir))
         if self.state.is_main_process:
             self.tokenizer.save_pretrained(policy_dir)
         return trainer
+
+    def build_sft_trainer(self, r: int, model, dataset):
+        """The package's SFT trainer on the kept answers; checkpoints in ``round_<r>/train`` (resumable)."""
+        from chimed_trl.trainers.sft import ChimedSFTTrainer
+
+        args = copy.copy(self.args)
+        args.output_dir = str(self.round_dir(r) / "train")
+        # a policy loaded from a saved adapter keeps training that adapter; a full model gets a new one
+        peft_config = None if hasattr(model, "peft_config") else self.peft_config
+        return ChimedSFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=self.tokenizer,
+            peft_config=peft_config, callbacks=self.callbacks,
+        )  # fmt: skip
 
     # ----- outputs ---------------------------------------------------------------------------------
     def write_ranked(self, r: int, lines: list[dict]) -> int:
