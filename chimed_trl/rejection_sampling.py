@@ -65,6 +65,8 @@ def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
     rows = []
     for i, source in enumerate(script_args.datasets):
         fmt = resolve(source)[1]
+        if source.weight != 1.0:  # a mixture weight would be silently meaningless here
+            raise UserError(f"datasets[{i}] ({source.label}): weight is not used for prompts; use max_prompts")
         if fmt not in ("ranked", "conversation", "dialogue_eval"):
             raise UserError(f"datasets[{i}] ({source.label}): {fmt} records hold no prompts")
         source_rows = [prompt_row(record, fmt) for record in iter_records(source)]

@@ -126,7 +126,9 @@ def test_reward_lora_adapter_loads_on_its_base(tiny_model_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     torch.manual_seed(0)
     base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
-    peft = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj"], init_lora_weights=False)
+    )
     with torch.no_grad():
         peft.base_model.model.score.modules_to_save["default"].weight.mul_(3.0)
     peft.save_pretrained(tmp_path / "adapter")
@@ -179,7 +181,9 @@ def test_bad_input_fails_before_any_generation(case, message, tiny_model_dir, tm
         del rows[2]["reference"]
     out = tmp_path / "run"
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
-        RejectionSamplingTrainer(str(tiny_model_dir), reward_model=reward, args=config(out, **overrides), train_dataset=rows)
+        RejectionSamplingTrainer(
+            str(tiny_model_dir), reward_model=reward, args=config(out, **overrides), train_dataset=rows
+        )
     if case in ("ends_with_assistant", "empty_prompt", "blank_user_turn"):
         index = {"ends_with_assistant": 1, "empty_prompt": 2, "blank_user_turn": 0}[case]
         assert f"train_dataset[{index}]: field 'prompt'" in str(err.value)  # names the row and the field
@@ -209,7 +213,9 @@ def test_samples_depend_only_on_the_prompt_seed(tiny_model_dir, tokenizer, tmp_p
     from chimed_trl.generation import SamplingParams, TransformersGenerator
 
     rows = prompts(3)
-    trainer = RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(tmp_path / "r"), train_dataset=rows)
+    trainer = RejectionSamplingTrainer(
+        str(tiny_model_dir), names_department, config(tmp_path / "r"), train_dataset=rows
+    )
     a, b, c = trainer.prompts
     model = trainer.load_policy(0)
     with trainer.generator(0, model) as generator:
@@ -228,7 +234,9 @@ def test_samples_depend_only_on_the_prompt_seed(tiny_model_dir, tokenizer, tmp_p
 
 def test_sft_batches_train_on_the_answer_only(tiny_model_dir, tokenizer, tmp_path):
     # bug: the loss also covers the prompt (assistant_only_loss off, or a template without generation markers)
-    trainer = RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(tmp_path / "r"), train_dataset=prompts(2))
+    trainer = RejectionSamplingTrainer(
+        str(tiny_model_dir), names_department, config(tmp_path / "r"), train_dataset=prompts(2)
+    )
     p = trainer.prompts[0]
     lines = [{"prompt_id": p["id"], "text": "建议到心内科就诊。", "kept": True}]
     sft = trainer.build_sft_trainer(0, trainer.load_policy(0), trainer.sft_dataset(lines))
@@ -251,8 +259,11 @@ def test_rejection_sampling_learns_a_rule(tiny_model_dir, tmp_path):
     learn = RejectionSamplingTrainer(
         str(tiny_model_dir), names_department, config(tmp_path / "learn", num_rounds=3, **common), train_dataset=rows
     ).train()
-    control = RejectionSamplingTrainer(
-        str(tiny_model_dir), avoids_department, config(tmp_path / "control", num_rounds=2, **common), train_dataset=rows
+    RejectionSamplingTrainer(
+        str(tiny_model_dir),
+        avoids_department,
+        config(tmp_path / "control", num_rounds=2, **common),
+        train_dataset=rows,
     ).train()
 
     def rate(out, r):  # recomputed from the stored texts, not taken from the stats
