@@ -286,7 +286,11 @@ class RejectionSamplingTrainer:
         reward_model = reward_model if reward_model is not None else self.args.reward_model_path
         if reward_model is None:
             raise UserError("no reward: give reward_model_path (a reward-model directory) or a reward function")
-        self.reward_name = reward_model if isinstance(reward_model, str | Path) else type(reward_model).__name__
+        self.reward_name = (
+            str(reward_model)
+            if isinstance(reward_model, str | Path)
+            else getattr(reward_model, "__qualname__", type(reward_model).__name__)
+        )
         self.scorer = build_scorer(
             reward_model, reward_processing_class, self.args.reward_batch_size, self.args.reward_max_length
         )
