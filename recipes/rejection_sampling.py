@@ -9,10 +9,16 @@ from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, run_rejection_sampling
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
 
+ARGUMENT_TYPES = (
+    RejectionSamplingScriptArguments,
+    RejectionSamplingConfig,
+    ChimedModelConfig,
+)  # what the YAML is parsed into
+
 
 def main(script_args, training_args, model_args):
     return run_rejection_sampling(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
-    run_recipe(main, (RejectionSamplingScriptArguments, RejectionSamplingConfig, ChimedModelConfig))
+    run_recipe(main, ARGUMENT_TYPES)

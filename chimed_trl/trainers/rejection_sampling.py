@@ -263,7 +263,7 @@ class RejectionSamplingTrainer:
 
     def __init__(
         self,
-        model: str | os.PathLike,
+        model,
         reward_model=None,
         args: RejectionSamplingConfig | None = None,
         train_dataset=None,
@@ -274,7 +274,9 @@ class RejectionSamplingTrainer:
         callbacks=None,
     ):
         self.args = args or RejectionSamplingConfig(output_dir="rejection_sampling")
-        self.model_path = str(model)
+        # a path, or a loaded model (used as is in round 0; its name_or_path names it in the run fingerprint)
+        self.initial_model = model if isinstance(model, torch.nn.Module) else None
+        self.model_path = str(model.name_or_path if self.initial_model is not None else model)
         self.model_init_kwargs = {"dtype": torch.float32, "use_safetensors": True, **(model_init_kwargs or {})}
         self.peft_config, self.callbacks = peft_config, callbacks
         _ = self.args.device  # sets up the process group (gloo/NCCL) the way the SFT trainer will
@@ -440,6 +442,11 @@ class RejectionSamplingTrainer:
     def generation_model_dir(self, r: int) -> str:
         """The weights a launched server loads: the initial model or the last round's policy (adapters merged)."""
         source = self.policy_source(r)
+        if r == 0 and self.initial_model is not None and not self._has_model(Path(source)):
+            source = str(self.round_dir(0) / "initial_policy")  # a model object without a directory: save it once
+            if not self._has_model(Path(source)):
+                self.initial_model.save_pretrained(source, safe_serialization=True)
+                self.tokenizer.save_pretrained(source)
         if not (Path(source) / "adapter_config.json").exists():
             return source
         merged = self.round_dir(r) / "merged_policy"
@@ -455,6 +462,8 @@ class RejectionSamplingTrainer:
         from transformers import AutoModelForCausalLM
 
         source = self.policy_source(r)
+        if r == 0 and self.initial_model is not None:
+            return self.initial_model.to(self.args.device)
         if (Path(source) / "adapter_config.json").exists():
             from peft import PeftConfig, PeftModel
 

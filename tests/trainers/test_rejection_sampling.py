@@ -347,3 +347,19 @@ def test_launched_server_per_round(tiny_model_dir, tokenizer, tmp_path):
         greedy = TransformersGenerator(model, tokenizer, max_new_tokens=8)([p["prompt"] for p in trainer.prompts])
         assert [x["text"] for x in lines if x["sample"] == 0] == greedy
     assert json.loads((out / "round_1" / "stats.json").read_text())["policy"] == str(out / "round_0" / "policy")
+
+
+def test_a_loaded_model_samples_like_its_path(tiny_model_dir, tmp_path):
+    # bug: a model object (the README's library example) rejected, or reloaded from elsewhere instead of used
+    from transformers import AutoModelForCausalLM
+
+    stores = []
+    for name, model in (
+        ("path", str(tiny_model_dir)),
+        ("object", AutoModelForCausalLM.from_pretrained(tiny_model_dir)),
+    ):
+        args = config(tmp_path / name, num_samples=2, max_steps=1)
+        RejectionSamplingTrainer(model, names_department, args, prompts(2)).train()
+        stores.append((tmp_path / name / "round_0" / "samples.jsonl").read_text())
+        assert (tmp_path / name / "metrics.json").exists()
+    assert stores[0] == stores[1]
