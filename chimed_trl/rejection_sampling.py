@@ -58,6 +58,12 @@ def prompt_row(record: dict, fmt: str) -> dict:
     return {"prompt": messages}
 
 
+def _has_mixture_share(source) -> bool:
+    # `weight` (older SourceConfig) or `fraction`/`count` (newer): either way, not a prompt-set setting
+    weight = getattr(source, "weight", 1.0)
+    return weight != 1.0 or any(getattr(source, k, None) is not None for k in ("fraction", "count"))
+
+
 def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
     """Prompt rows of every source, checked (ends with a user turn, not empty) with the file and record named."""
     if not script_args.datasets:
@@ -65,8 +71,10 @@ def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
     rows = []
     for i, source in enumerate(script_args.datasets):
         fmt = resolve(source)[1]
-        if source.weight != 1.0:  # a mixture weight would be silently meaningless here
-            raise UserError(f"datasets[{i}] ({source.label}): weight is not used for prompts; use max_prompts")
+        if _has_mixture_share(source):  # a mixture share would be silently meaningless here
+            raise UserError(
+                f"datasets[{i}] ({source.label}): mixture shares are not used for prompts; use max_prompts"
+            )
         if fmt not in ("ranked", "conversation", "dialogue_eval"):
             raise UserError(f"datasets[{i}] ({source.label}): {fmt} records hold no prompts")
         source_rows = [prompt_row(record, fmt) for record in iter_records(source)]
