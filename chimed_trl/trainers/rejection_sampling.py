@@ -224,6 +224,12 @@ def check_prompts(rows, where: str = "train_dataset") -> list[dict]:
     return prompts
 
 
+def parse_lines(text: str) -> list[dict]:
+    # split on "\n" only: str.splitlines() also splits on U+2028, U+0085, ..., which sampled text may hold
+    # and json.dumps(ensure_ascii=False) leaves unescaped
+    return [json.loads(x) for x in text.split("\n") if x.strip()]
+
+
 class SampleStore:
     """``round_<r>/samples.jsonl``: whole lines, appended by the main process, flushed and fsynced per batch."""
 
@@ -236,7 +242,7 @@ class SampleStore:
             return
         raw = self.path.read_bytes()
         complete = raw[: raw.rfind(b"\n") + 1]
-        lines = [json.loads(x) for x in complete.decode("utf-8").splitlines() if x.strip()]
+        lines = parse_lines(complete.decode("utf-8"))
         counts: dict[str, int] = {}
         for line in lines:
             counts[line["prompt_id"]] = counts.get(line["prompt_id"], 0) + 1
@@ -248,7 +254,7 @@ class SampleStore:
     def read(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        return parse_lines(self.path.read_text(encoding="utf-8"))
 
     def append(self, lines: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

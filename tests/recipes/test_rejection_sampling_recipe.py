@@ -38,7 +38,7 @@ def run(args, timeout=600, ok=True):
 
 
 def lines(path):
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x]
 
 
 def by_key(rows):

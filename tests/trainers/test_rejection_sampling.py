@@ -87,6 +87,16 @@ def test_store_repair_drops_torn_line_and_partial_prompt(tmp_path):
     assert path.read_text().endswith("\n")
 
 
+def test_store_keeps_unicode_line_separators_inside_a_line(tmp_path):
+    # bug (seen with the tiny model's samples): reading with str.splitlines() cuts a line at U+2028 or U+0085,
+    # which json.dumps(ensure_ascii=False) does not escape, and the store no longer parses
+    store = SampleStore(tmp_path / "samples.jsonl", lines_per_prompt=1)
+    rows = [{"prompt_id": "p", "sample": 0, "text": "a\u2028b\x85c\u2029d\x1ce"}]
+    store.append(rows)
+    store.repair()
+    assert store.read() == rows
+
+
 def test_reward_model_uses_its_own_template_batched_like_unbatched(tiny_model_dir, tmp_path):
     # bugs: scoring with the policy's template, reading the score at a pad position (padding side), scores
     # returned in length-sorted order instead of the input order
@@ -267,7 +277,7 @@ def test_rejection_sampling_learns_a_rule(tiny_model_dir, tmp_path):
     ).train()
 
     def rate(out, r):  # recomputed from the stored texts, not taken from the stats
-        lines = [json.loads(x) for x in (out / f"round_{r}" / "samples.jsonl").read_text().splitlines()]
+        lines = [json.loads(x) for x in (out / f"round_{r}" / "samples.jsonl").read_text().split("\n") if x]
         assert len(lines) == 16 * 8
         return sum("科" in x["text"] for x in lines) / len(lines)
 
@@ -279,7 +289,7 @@ def test_rejection_sampling_learns_a_rule(tiny_model_dir, tmp_path):
     assert controlled[1] < learned[0] < learned[1]
     assert learn["rounds"][2]["reward_mean"] == pytest.approx(learned[2])
     # kept answers: with min_reward 1 only answers naming a department, at most top_k per prompt
-    kept = [json.loads(x) for x in (tmp_path / "learn" / "round_0" / "samples.jsonl").read_text().splitlines()]
+    kept = [json.loads(x) for x in (tmp_path / "learn" / "round_0" / "samples.jsonl").read_text().split("\n") if x]
     assert all("科" in x["text"] for x in kept if x["kept"])
     per_prompt = {}
     for x in kept:
@@ -312,7 +322,7 @@ def test_lora_policy_generates_with_the_current_adapter(tiny_model_dir, tokenize
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with_adapter = PeftModel.from_pretrained(base, out / "round_0" / "policy").eval()
     expected = TransformersGenerator(with_adapter, tokenizer).generate([p["prompt"]], sampling)[0]
-    stored = [json.loads(x) for x in (out / "round_1" / "samples.jsonl").read_text().splitlines()]
+    stored = [json.loads(x) for x in (out / "round_1" / "samples.jsonl").read_text().split("\n") if x]
     assert [x["text"] for x in stored if x["prompt_id"] == p["id"]] == expected
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     assert TransformersGenerator(plain, tokenizer).generate([p["prompt"]], sampling)[0] != expected  # not vacuous
@@ -341,7 +351,7 @@ def test_launched_server_per_round(tiny_model_dir, tokenizer, tmp_path):
     trainer.train()
     assert trainer.last_server.process is None and not trainer.last_server.healthy()
     for r, checkpoint in ((0, tiny_model_dir), (1, out / "round_0" / "policy")):
-        lines = [json.loads(x) for x in (out / f"round_{r}" / "samples.jsonl").read_text().splitlines()]
+        lines = [json.loads(x) for x in (out / f"round_{r}" / "samples.jsonl").read_text().split("\n") if x]
         assert {x["backend"] for x in lines} == {"launch"} and len(lines) == 6
         model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
         greedy = TransformersGenerator(model, tokenizer, max_new_tokens=8)([p["prompt"] for p in trainer.prompts])
