@@ -17,6 +17,8 @@ _EXPORTS = {
     "train_reward": "chimed_trl.reward",
     "merge_adapter": "chimed_trl.merge",
     "ChimedScriptArguments": "chimed_trl.configs",
+    "RejectionSamplingConfig": "chimed_trl.trainers",
+    "RejectionSamplingTrainer": "chimed_trl.trainers",
     "ChimedModelConfig": "chimed_trl.configs",
     "AugmentArguments": "chimed_trl.data.augment",
     "SourceConfig": "chimed_trl.data.sources",

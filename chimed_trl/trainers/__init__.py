@@ -4,6 +4,7 @@ from chimed_trl.trainers.listwise_reward import (
     ListwiseRewardTrainer,
     sequence_scores,
 )
+from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer
 from chimed_trl.trainers.sft import ChimedSFTTrainer
 
 __all__ = [
@@ -11,5 +12,7 @@ __all__ = [
     "DataCollatorForRankedResponses",
     "ListwiseRewardConfig",
     "ListwiseRewardTrainer",
+    "RejectionSamplingConfig",
+    "RejectionSamplingTrainer",
     "sequence_scores",
 ]

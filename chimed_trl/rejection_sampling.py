@@ -1,0 +1,110 @@
+"""The rejection-sampling stage as the recipe runs it: prompts from the data layer, models, the trainer.
+
+Prompts come from any source whose records hold one: ``ranked`` (the prompt; the best response is the
+reference), ``conversation`` (every turn before the last assistant turn; that turn is the reference)
+or ``dialogue_eval`` (the messages; the reference).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from accelerate import PartialState
+from transformers import set_seed
+from trl import get_peft_config
+
+from chimed_trl.configs import ChimedModelConfig
+from chimed_trl.data.sources import iter_records, resolve, source_from_config
+from chimed_trl.errors import UserError
+from chimed_trl.models import load_tokenizer, model_init_kwargs
+from chimed_trl.runs import save_resolved_config
+from chimed_trl.stages import setup_logging
+from chimed_trl.tiny import ensure_tiny
+from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer, check_prompts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RejectionSamplingScriptArguments:
+    """Where the prompts come from and how the policy's tokenizer renders them."""
+
+    datasets: list[Any] = field(
+        default_factory=list,
+        metadata={"help": "Prompt sources (ranked, conversation or dialogue_eval records): [{card|formatter, path}]."},
+    )
+    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N prompts (after dedup)."})
+    chat_template: str | None = field(
+        default=None, metadata={"help": "The policy's template: chatml, chimed or a Jinja string (with generation)."}
+    )
+    build_tiny_model: bool = field(
+        default=False, metadata={"help": "Build the embedded tiny model (and its reward twin) when missing."}
+    )
+
+    def __post_init__(self):
+        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
+
+
+def prompt_row(record: dict, fmt: str) -> dict:
+    if fmt == "ranked":
+        return {"prompt": record["prompt"], "reference": record["responses"][0]}
+    if fmt == "dialogue_eval":
+        return {"prompt": record["messages"], "reference": record["reference"], "id": record.get("id")}
+    messages = record["messages"]
+    if messages and messages[-1]["role"] == "assistant":
+        return {"prompt": messages[:-1], "reference": messages[-1]["content"]}
+    return {"prompt": messages}
+
+
+def _has_mixture_share(source) -> bool:
+    # `weight` (older SourceConfig) or `fraction`/`count` (newer): either way, not a prompt-set setting
+    weight = getattr(source, "weight", 1.0)
+    return weight != 1.0 or any(getattr(source, k, None) is not None for k in ("fraction", "count"))
+
+
+def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
+    """Prompt rows of every source, checked (ends with a user turn, not empty) with the file and record named."""
+    if not script_args.datasets:
+        raise UserError("no prompts: add at least one entry under `datasets:`")
+    rows = []
+    for i, source in enumerate(script_args.datasets):
+        fmt = resolve(source)[1]
+        if _has_mixture_share(source):  # a mixture share would be silently meaningless here
+            raise UserError(
+                f"datasets[{i}] ({source.label}): mixture shares are not used for prompts; use max_prompts"
+            )
+        if fmt not in ("ranked", "conversation", "dialogue_eval"):
+            raise UserError(f"datasets[{i}] ({source.label}): {fmt} records hold no prompts")
+        source_rows = [prompt_row(record, fmt) for record in iter_records(source)]
+        check_prompts(source_rows, f"datasets[{i}] {source.path or source.label}: record")
+        rows += source_rows
+    return rows[: script_args.max_prompts] if script_args.max_prompts else rows
+
+
+def run_rejection_sampling(
+    script_args: RejectionSamplingScriptArguments,
+    training_args: RejectionSamplingConfig,
+    model_args: ChimedModelConfig,
+) -> dict:
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    if script_args.build_tiny_model:
+        with PartialState().main_process_first():  # rank 0 builds; the others then find it built
+            ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+    prompts = load_prompts(script_args)
+    trust = training_args.trust_remote_code
+    tokenizer = load_tokenizer(model_args, script_args.chat_template, trust_remote_code=trust)
+    init_kwargs = {k: v for k, v in model_init_kwargs(model_args, trust).items() if v is not None}
+    trainer = RejectionSamplingTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=prompts,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        model_init_kwargs=init_kwargs,
+    )
+    if trainer.state.is_main_process:
+        save_resolved_config(training_args.output_dir, script=script_args, training=training_args, model=model_args)
+    return trainer.train()
