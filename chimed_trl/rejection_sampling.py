@@ -92,7 +92,7 @@ def run_rejection_sampling(
     set_seed(training_args.seed)
     if script_args.build_tiny_model:
         with PartialState().main_process_first():  # rank 0 builds; the others then find it built
-            ensure_tiny(model_args.model_name_or_path, seed=training_args.seed)
+            ensure_tiny(model_args.model_name_or_path)  # any tiny build; never a user model
     prompts = load_prompts(script_args)
     trust = training_args.trust_remote_code
     tokenizer = load_tokenizer(model_args, script_args.chat_template, trust_remote_code=trust)

@@ -100,6 +100,8 @@ class RewardModelScorer:
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence, completions: Sequence[str]) -> list[float]:
+        from chimed_trl.trainers.listwise_reward import sequence_scores  # here: the trainers package imports us
+
         texts = [self.render(p, c) for p, c in zip(prompts, completions, strict=True)]
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-self.max_length :] for t in texts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
@@ -114,9 +116,10 @@ class RewardModelScorer:
             for row, i in enumerate(chunk):  # right padding: the score is read at the last real token
                 input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
                 mask[row, : len(ids[i])] = 1
-            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            # pooled by the attention mask, as the reward model was trained (a final EOS equal to pad counts)
+            chunk_scores, _ = sequence_scores(self.model, input_ids.to(device), mask.to(device))
             for row, i in enumerate(chunk):
-                scores[i] = float(logits[row, 0])
+                scores[i] = float(chunk_scores[row])
         return scores
 
 

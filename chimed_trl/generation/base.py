@@ -29,8 +29,9 @@ Prompt = str | list[dict]
 class SamplingParams:
     """``n`` completions per prompt; ``temperature=0`` is greedy (then ``top_p`` and ``seed`` do not matter).
 
-    There is no ``top_k``: every backend samples from the full (temperature-scaled, ``top_p``-filtered)
-    distribution, as vLLM does by default, not from transformers' implicit ``top_k=50``.
+    ``top_k=0`` (the default) samples from the full (temperature-scaled, ``top_p``-filtered) distribution, as
+    vLLM does by default, not from transformers' implicit ``top_k=50``; ``top_k > 0`` keeps the k most likely
+    tokens first (a near-uniform small model then samples what it has learned instead of its long tail).
     """
 
     n: int = 1
@@ -38,6 +39,7 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 128
     seed: int | None = None
+    top_k: int = 0  # 0 = off
 
     def __post_init__(self):
         checks = {
@@ -45,6 +47,7 @@ class SamplingParams:
             "temperature": math.isfinite(self.temperature) and self.temperature >= 0,
             "top_p": 0 < self.top_p <= 1,
             "max_new_tokens": self.max_new_tokens >= 1,
+            "top_k": self.top_k >= 0,
         }
         for field, ok in checks.items():
             if not ok:

@@ -117,10 +117,12 @@ class OpenAIGenerator:
                     "do_sample": True,
                     "temperature": sampling.temperature,
                     "top_p": sampling.top_p,
-                    "top_k": 0,  # as the local backend and vLLM: no implicit top-k
+                    "top_k": sampling.top_k,  # 0: no implicit top-k, as the local backend and vLLM
                     "max_new_tokens": sampling.max_new_tokens,
                 }
                 extra["generation_config"] = json.dumps(config)
+            elif sampling.top_k > 0:
+                extra["top_k"] = sampling.top_k  # vLLM/SGLang read it from the request body
         if count > 1:
             body["n"] = count
         if extra:

@@ -31,7 +31,13 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from chimed_trl.generation.base import Prompt, SamplingParams, as_messages, prompt_keys, sample_key
 
@@ -219,6 +225,8 @@ class TransformersGenerator:
         if not sampling.greedy:
             if sampling.temperature != 1.0:
                 processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_k > 0:
+                processors.append(TopKLogitsWarper(sampling.top_k))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
             processors.append(SeededSampler([sample_key(seed, keys[i], j) for i in batch for j in range(sampling.n)]))

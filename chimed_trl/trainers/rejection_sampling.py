@@ -72,6 +72,9 @@ class RejectionSamplingConfig(SFTConfig):
     top_k: int = field(default=1, metadata={"help": "Answers kept per prompt (best first), after the filters."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    sampling_top_k: int = field(
+        default=0, metadata={"help": "Sample among the k most likely tokens (0: all; `top_k` is the answers kept)."}
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest answer, in tokens."})
     min_reward: float | None = field(default=None, metadata={"help": "Drop answers scoring below this."})
     min_margin: float | None = field(
@@ -94,6 +97,17 @@ class RejectionSamplingConfig(SFTConfig):
     generation_server: dict[str, Any] | str | None = field(
         default=None,
         metadata={"help": 'launch: {command: "vllm serve {model} --port {port} ...", ready_timeout: 600}.'},
+    )
+    generation_honours_n: bool = field(
+        default=False,
+        metadata={"help": "server/launch: one request with `n` per prompt (vLLM, SGLang); else one per sample."},
+    )
+    generation_sampling_via: str = field(
+        default="openai",
+        metadata={
+            "help": "server/launch: `openai` (temperature/top_p fields: vLLM, SGLang) or `generation_config` "
+            "(extra_body, what `transformers serve` needs to sample at all)."
+        },
     )
     reward_model_path: str | None = field(
         default=None, metadata={"help": "Reward model directory (full or LoRA SEQ_CLS adapter)."}
@@ -385,7 +399,12 @@ class RejectionSamplingTrainer:
         candidates = []  # (prompt, sample index, source, text)
         for p in prompts:  # one call per prompt: its seed alone decides its samples
             sampling = SamplingParams(
-                a.num_samples, a.temperature, a.top_p, a.max_new_tokens, prompt_seed(a.seed, r, p["id"])
+                a.num_samples,
+                a.temperature,
+                a.top_p,
+                a.max_new_tokens,
+                prompt_seed(a.seed, r, p["id"]),
+                top_k=a.sampling_top_k,
             )
             texts = generator.generate([p["prompt"]], sampling)[0]
             if len(texts) != a.num_samples:
@@ -422,11 +441,14 @@ class RejectionSamplingTrainer:
         if a.generation_backend == "transformers":
             model.eval()
             with torch.inference_mode():
-                yield TransformersGenerator(model, self.tokenizer, a.max_new_tokens, batch_size=a.num_samples)
+                # shard=False: this trainer shards prompts across ranks itself (a collective inside would deadlock)
+                yield TransformersGenerator(
+                    model, self.tokenizer, a.max_new_tokens, batch_size=a.num_samples, shard=False, show_progress=False
+                )
             return
         if a.generation_backend == "server":
             yield OpenAIGenerator(a.generation_base_url, a.generation_model or self.model_path,
-                                  a.generation_api_key_env, a.max_new_tokens)  # fmt: skip
+                                  a.generation_api_key_env, a.max_new_tokens, **self.server_options())  # fmt: skip
             return
         server, address = None, [None, None]
         try:
@@ -439,11 +461,17 @@ class RejectionSamplingTrainer:
                 self.last_server = server
                 address = [server.base_url, server.model]
             broadcast_object_list(address)
-            yield OpenAIGenerator(address[0], address[1], a.generation_api_key_env, a.max_new_tokens)
+            yield OpenAIGenerator(
+                address[0], address[1], a.generation_api_key_env, a.max_new_tokens, **self.server_options()
+            )
             self.state.wait_for_everyone()
         finally:
             if server is not None:
                 server.stop()
+
+    def server_options(self) -> dict:
+        a = self.args
+        return dict(honours_n=a.generation_honours_n, sampling_via=a.generation_sampling_via, show_progress=False)
 
     def generation_model_dir(self, r: int) -> str:
         """The weights a launched server loads: the initial model or the last round's policy (adapters merged)."""
@@ -595,7 +623,7 @@ class RejectionSamplingTrainer:
     def _fingerprint(self) -> dict:
         """What decides the samples: a rerun with other values must not mix its samples into this store."""
         a = self.args
-        keys = ("seed", "num_samples", "top_k", "temperature", "top_p", "max_new_tokens", "min_reward",
+        keys = ("seed", "num_samples", "top_k", "sampling_top_k", "temperature", "top_p", "max_new_tokens", "min_reward",
                 "min_margin", "dedup_samples", "include_reference")  # fmt: skip
         return {"model": self.model_path, "reward": str(self.reward_name), **{k: getattr(a, k) for k in keys}}
 

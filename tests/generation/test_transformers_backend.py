@@ -66,6 +66,9 @@ def test_tiny_top_p_and_tiny_temperature_reduce_sampling_to_greedy(diverse_model
         == expected
     )
     assert gen.generate(PROMPTS[:3], SamplingParams(n=2, temperature=1e-4, max_new_tokens=NEW, seed=1)) == expected
+    # top_k=1 keeps only the most likely token: greedy again (bug caught: top_k ignored by the backend)
+    top1 = SamplingParams(n=2, temperature=1.0, top_k=1, max_new_tokens=NEW, seed=1)
+    assert gen.generate(PROMPTS[:3], top1) == expected
 
 
 def test_seeded_sampler_draws_from_the_softmax():

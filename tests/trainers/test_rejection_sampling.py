@@ -264,7 +264,7 @@ def test_rejection_sampling_learns_a_rule(tiny_model_dir, tmp_path):
     def avoids_department(prompts, completions):
         return [1.0 - r for r in names_department(prompts, completions)]
 
-    common = dict(num_samples=8, top_k=2, min_reward=1.0, max_new_tokens=12)
+    common = dict(num_samples=8, top_k=2, min_reward=1.0, max_new_tokens=12, sampling_top_k=50)
     rows = prompts(16)
     learn = RejectionSamplingTrainer(
         str(tiny_model_dir), names_department, config(tmp_path / "learn", num_rounds=3, **common), train_dataset=rows
