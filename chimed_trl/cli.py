@@ -47,7 +47,9 @@ def run_recipe(main: Callable, dataclass_types: Sequence[type], argv: list[str] 
     argv = list(sys.argv[1:] if argv is None else argv)
     config = _config_path(argv)
     try:
-        return main(*parse_recipe_args(dataclass_types, argv))
+        result = main(*parse_recipe_args(dataclass_types, argv))
+        _leave_process_group()
+        return result
     except ConfigError as e:
         where = f" (in {config} or its command-line overrides)" if config else ""
         print(f"error: {e}{where}", file=sys.stderr)
@@ -55,3 +57,11 @@ def run_recipe(main: Callable, dataclass_types: Sequence[type], argv: list[str] 
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _leave_process_group() -> None:
+    """All ranks meet, then the process group closes: a rank exiting mid-exchange would abort another (gloo)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

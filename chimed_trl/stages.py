@@ -152,7 +152,10 @@ def guarded_run(output_dir: str, sections: dict, overwrite: bool, body) -> dict:
             write_resolved_config(output_dir, resolved)
         if resume:
             logger.info("resuming from %s", resume)
-        return body(resume)
+        metrics = body(resume)
+        # leave together: a rank that exits while another still finishes a gloo/NCCL exchange aborts it
+        state.wait_for_everyone()
+        return metrics
     finally:
         if handler is not None:
             close_log(handler)
