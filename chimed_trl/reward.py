@@ -24,8 +24,8 @@ from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
 from chimed_trl.errors import UserError
 from chimed_trl.models import load_model, load_tokenizer
-from chimed_trl.runs import METRICS_FILE, move_secrets_to_env, write_json
-from chimed_trl.stages import guarded_run, setup_logging
+from chimed_trl.runs import METRICS_FILE, write_json
+from chimed_trl.stages import run_stage
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.listwise_reward import ListwiseRewardConfig, ListwiseRewardTrainer
 
@@ -109,16 +109,7 @@ def summarize(trainer: ListwiseRewardTrainer, wall_time: float, data_rows: list[
 def train_reward(
     script_args: RewardScriptArguments, training_args: ListwiseRewardConfig, model_args: ChimedModelConfig
 ) -> dict:
-    start = time.time()
-    setup_logging(training_args)
-    move_secrets_to_env(training_args)  # before anything pickles or prints the arguments
-    sections = dict(script=script_args, training=training_args, model=model_args)
-    return guarded_run(
-        training_args.output_dir,
-        sections,
-        script_args.overwrite_output_dir,
-        lambda resume: _train(script_args, training_args, model_args, resume, start),
-    )
+    return run_stage(script_args, training_args, model_args, _train)
 
 
 def _train(script_args, training_args, model_args, resume: str | None, start: float) -> dict:
