@@ -52,7 +52,7 @@ from typing import Any
 import yaml
 
 from chimed_trl.errors import UserError
-from chimed_trl.runs import write_json
+from chimed_trl.runs import SECRET_KEY, write_json
 
 STATE_FILE = "pipeline_state.json"
 TINY = "tiny"
@@ -137,6 +137,9 @@ def _parse_stage(path: Path, i: int, raw: Any, earlier: list[str]) -> Stage:
     reserved = {"config", "output_dir"} & set(args)
     if reserved:
         _fail(path, where, f"args must not set {sorted(reserved)}: the runner sets them")
+    secrets = sorted(k for k in args if SECRET_KEY.search(str(k)))
+    if secrets:  # the command line is printed, logged and kept in pipeline_state.json
+        _fail(path, where, f"args must not carry secrets ({secrets}): export them instead (e.g. HF_TOKEN)")
     if model_from is not None and "model_name_or_path" in args:
         _fail(path, where, "give either from: or args.model_name_or_path, not both")
     missing = sorted(_placeholders(args) - set(earlier))

@@ -109,7 +109,7 @@ def summarize(trainer: ListwiseRewardTrainer, wall_time: float, data_rows: list[
 def train_reward(
     script_args: RewardScriptArguments, training_args: ListwiseRewardConfig, model_args: ChimedModelConfig
 ) -> dict:
-    return run_stage(script_args, training_args, model_args, _train)
+    return run_stage("reward", script_args, training_args, model_args, _train)
 
 
 def _train(script_args, training_args, model_args, resume: str | None, start: float) -> dict:

@@ -33,7 +33,7 @@ from chimed_trl.errors import UserError
 
 logger = logging.getLogger(__name__)
 # keys holding secrets (not eos_token, pad_token, include_num_input_tokens_seen: those are not secrets)
-_SECRET = re.compile(r"(api_key|hub_token|auth_token|access_token|^token$|secret|password)", re.IGNORECASE)
+SECRET_KEY = re.compile(r"(api_key|hub_token|auth_token|access_token|^token$|secret|password)", re.IGNORECASE)
 METRICS_FILE = "metrics.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -70,7 +70,7 @@ def write_json(path: str | Path, payload: Any) -> Path:
 def redact(value: Any) -> Any:
     """Drop secrets (keys naming a token, key, secret or password) from anything we save."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if _SECRET.search(str(k)) and v else redact(v)) for k, v in value.items()}
+        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
@@ -175,6 +175,13 @@ def config_differences(saved: dict, current: dict, neutral: frozenset = RESUME_N
     return out
 
 
+def recipe_of(resolved: dict) -> str:
+    """Which recipe wrote a resolved config: its ``run.recipe``, else (older runs) the LM stage or its sections."""
+    run = resolved.get("run") if isinstance(resolved.get("run"), dict) else {}
+    script = resolved.get("script") if isinstance(resolved.get("script"), dict) else {}
+    return str(run.get("recipe") or script.get("stage") or "+".join(sorted(resolved)))
+
+
 def check_writable(output_dir: str | Path) -> Path:
     """Create ``output_dir`` and prove it can be written, before hours of data loading."""
     out = Path(output_dir)
@@ -204,6 +211,15 @@ def prepare_output_dir(
     process deletes the old run's checkpoints and ``metrics.json`` (:func:`clear_run`).
     """
     out = check_writable(output_dir)
+    saved_path = out / RESOLVED_CONFIG
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else None
+    if isinstance(saved, dict) and recipe_of(saved) != recipe_of(resolved):
+        # never, not even with overwrite: clear_run would delete another stage's model and metrics
+        raise UserError(
+            f"output_dir {str(out)!r} holds a {recipe_of(saved)!r} run ({RESOLVED_CONFIG}), not a "
+            f"{recipe_of(resolved)!r} one: choose another output_dir (overwrite_output_dir only restarts a run "
+            "of the same recipe)."
+        )
     foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
     if foreign and not (out / RESOLVED_CONFIG).is_file() and not is_finished(out) and not checkpoints(out):
         raise UserError(
@@ -214,8 +230,6 @@ def prepare_output_dir(
         if is_main_process:
             clear_run(out)
         return None
-    saved_path = out / RESOLVED_CONFIG
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else None
     finished = is_finished(out)
     resume = None if finished else last_checkpoint(out)
     if saved is not None and (finished or resume):

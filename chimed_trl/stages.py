@@ -170,16 +170,16 @@ def train_lm(
     """Train one stage; ``expected_stage`` lets a recipe refuse a config written for the other stage."""
     if expected_stage and script_args.stage != expected_stage:
         raise ConfigError(f"this recipe runs stage {expected_stage!r}; the config says stage: {script_args.stage!r}")
-    return run_stage(script_args, training_args, model_args, _train)
+    return run_stage(script_args.stage, script_args, training_args, model_args, _train)
 
 
-def run_stage(script_args, training_args, model_args, train) -> dict:
+def run_stage(recipe: str, script_args, training_args, model_args, train) -> dict:
     """What every training recipe does around its ``train(script, training, model, resume, start) -> metrics``:
     log set-up, secrets out of the arguments (before anything pickles or prints them), then :func:`guarded_run`."""
     start = time.time()
     setup_logging(training_args)
     move_secrets_to_env(training_args)
-    sections = dict(script=script_args, training=training_args, model=model_args)
+    sections = dict(run={"recipe": recipe}, script=script_args, training=training_args, model=model_args)
     return guarded_run(
         training_args.output_dir,
         sections,

@@ -262,6 +262,10 @@ BAD = {
     "runner-owned flag": (
         "output_dir: o\nstages:\n- {name: a, recipe: probe, config: c, args: {output_dir: x}}\n",
         r"args must not set \['output_dir'\]",
+    ),  # a secret in args would be printed, logged and saved in pipeline_state.json
+    "secret in args": (
+        "output_dir: o\nstages:\n- {name: a, recipe: probe, config: c, args: {hub_token: hf_x}}\n",
+        r"args must not carry secrets \(\['hub_token'\]\)",
     ),
 }
 

@@ -80,7 +80,7 @@ def test_finished_run_is_left_alone_and_a_changed_config_is_refused(tmp_path):
 def test_overwrite_clears_only_the_runs_own_outputs(tmp_path):
     out = _run(tmp_path / "done", finished=True)
     (out / "notes.txt").write_text("mine")
-    assert prepare_output_dir(out, {"training": {"learning_rate": 1.0}}, overwrite=True) is None
+    assert prepare_output_dir(out, {**RESOLVED, "training": {"learning_rate": 1.0}}, overwrite=True) is None
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "resolved_config.yaml"]
 
 
@@ -109,3 +109,20 @@ def test_secrets_leave_the_arguments(monkeypatch):
         "hub_token": "<redacted>",
         "api_key": "<redacted>",
     }
+
+
+# Bug caught: `overwrite_output_dir` pointed at another stage's finished run deleted its metrics and let this
+# recipe write its model over the other's (a reward model over a rejection-sampled policy, an SFT run over the
+# pre-training it started from). A run of another recipe is refused, with or without the flag, and left intact.
+@pytest.mark.parametrize("saved_run", [{"run": {"recipe": "reward"}}, {"script": {"stage": "pretrain"}}])
+def test_another_recipes_run_is_never_overwritten(tmp_path, saved_run):
+    saved = {**saved_run, **RESOLVED}
+    write_resolved_config(tmp_path, saved)
+    (tmp_path / "metrics.json").write_text('{"stage": "theirs"}')
+    (tmp_path / "model.safetensors").write_bytes(b"their weights")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    mine = {"run": {"recipe": "sft"}, **RESOLVED}
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match="not a 'sft' one"):
+            prepare_output_dir(tmp_path, mine, overwrite=overwrite)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
