@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from accelerate import PartialState
 from transformers import set_seed
 from trl import get_peft_config
 
-from chimed_trl.configs import ChimedModelConfig
-from chimed_trl.data.sources import iter_records, resolve, source_from_config
+from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, parse_sources
+from chimed_trl.data.sources import iter_records, resolve
 from chimed_trl.errors import UserError
 from chimed_trl.models import load_tokenizer, model_init_kwargs
-from chimed_trl.runs import save_resolved_config
+from chimed_trl.runs import move_secrets_to_env, resolve_config
 from chimed_trl.stages import setup_logging
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer, check_prompts
@@ -31,9 +30,12 @@ logger = logging.getLogger(__name__)
 class RejectionSamplingScriptArguments:
     """Where the prompts come from and how the policy's tokenizer renders them."""
 
-    datasets: list[Any] = field(
+    datasets: list[DatasetsJSON] = field(
         default_factory=list,
-        metadata={"help": "Prompt sources (ranked, conversation or dialogue_eval records): [{card|formatter, path}]."},
+        metadata={
+            "help": "Prompt sources (ranked, conversation or dialogue_eval records), in YAML or as JSON on the "
+            'command line: \'[{"card": "tiny_ranked", "path": "ranked.jsonl"}]\'.'
+        },
     )
     max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N prompts (after dedup)."})
     chat_template: str | None = field(
@@ -44,7 +46,9 @@ class RejectionSamplingScriptArguments:
     )
 
     def __post_init__(self):
-        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
+        self.datasets = parse_sources(self.datasets)
+        if self.max_prompts is not None and self.max_prompts < 1:  # 0 would otherwise mean "all prompts"
+            raise UserError(f"max_prompts={self.max_prompts} must be >= 1 (leave it unset to use every prompt)")
 
 
 def prompt_row(record: dict, fmt: str) -> dict:
@@ -80,7 +84,7 @@ def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
         source_rows = [prompt_row(record, fmt) for record in iter_records(source)]
         check_prompts(source_rows, f"datasets[{i}] {source.path or source.label}: record")
         rows += source_rows
-    return rows[: script_args.max_prompts] if script_args.max_prompts else rows
+    return rows if script_args.max_prompts is None else rows[: script_args.max_prompts]
 
 
 def run_rejection_sampling(
@@ -88,6 +92,7 @@ def run_rejection_sampling(
     training_args: RejectionSamplingConfig,
     model_args: ChimedModelConfig,
 ) -> dict:
+    move_secrets_to_env(training_args)  # before anything can log, save or pickle the arguments
     setup_logging(training_args)
     set_seed(training_args.seed)
     if script_args.build_tiny_model:
@@ -104,7 +109,7 @@ def run_rejection_sampling(
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         model_init_kwargs=init_kwargs,
+        # compared with a previous run's in output_dir, and saved there only for a fresh or matching run
+        resolved_config=resolve_config(script=script_args, training=training_args, model=model_args),
     )
-    if trainer.state.is_main_process:
-        save_resolved_config(training_args.output_dir, script=script_args, training=training_args, model=model_args)
     return trainer.train()

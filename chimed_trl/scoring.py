@@ -32,6 +32,33 @@ def _head_size(path: Path) -> int | None:
     return None
 
 
+def _has_score_tensor(path: Path) -> bool:
+    """Whether the saved weights hold a sequence-classification head (``score.weight``), read from headers only."""
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        names = json.loads(index.read_text())["weight_map"]
+    else:
+        names = []
+        for weights in path.glob("*.safetensors"):
+            with safe_open(weights, "pt") as f:
+                names += list(f.keys())
+    return any(name == "score.weight" or name.endswith(".score.weight") for name in names)
+
+
+def check_reward_architecture(path: Path) -> None:
+    """Full weights must be a sequence classifier: a causal LM would be scored by a randomly initialised head."""
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    architectures = config.get("architectures") or [""]
+    if architectures[0].endswith("ForSequenceClassification") or _has_score_tensor(path):
+        return
+    raise UserError(
+        f"reward model {path}: {architectures[0] or 'the model'} is a causal LM, not a reward model (it has no "
+        "sequence-classification head; train one with recipes/reward.py)"
+    )
+
+
 def check_reward_head(model, where: str) -> None:
     """A reward model gives ONE score per sequence; a 2-class classifier is not a reward model."""
     labels = getattr(model.config, "num_labels", None)
@@ -67,6 +94,8 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32, trus
             f"reward model {path}: config.json has {_head_size(path)} labels; a reward model has exactly one "
             "score (num_labels: 1)"
         )
+    if not adapter:
+        check_reward_architecture(path)
     tokenizer_dir = path if (path / "tokenizer_config.json").exists() else base
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code)
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -49,18 +49,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 from trl import SFTConfig
 
 from chimed_trl.errors import UserError
-from chimed_trl.runs import last_checkpoint, write_atomic, write_json
+from chimed_trl.runs import (
+    RESOLVED_CONFIG,
+    RESUME_NEUTRAL_KEYS,
+    config_differences,
+    last_checkpoint,
+    move_secrets_to_env,
+    resolve_config,
+    write_atomic,
+    write_json,
+    write_resolved_config,
+)
 from chimed_trl.scoring import build_scorer, check_scores
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("transformers", "server", "launch")
 RUN_FILE = "rejection_sampling_run.json"
+# settings that do not change what a rerun samples, scores or trains (where and how fast it runs)
+RERUN_NEUTRAL_KEYS = RESUME_NEUTRAL_KEYS | frozenset(
+    "generation_batch_size generation_base_url generation_api_key_env generation_server reward_batch_size".split()
+)
 
 
 @dataclass
@@ -136,13 +151,27 @@ class RejectionSamplingConfig(SFTConfig):
             raise UserError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.generation_backend == "server" and not self.generation_base_url:
             raise UserError("generation_backend: server needs generation_base_url")
+        if self.generation_backend == "server" and self.num_rounds > 1:
+            # an external server keeps serving the initial policy: rounds >= 1 would sample a stale model
+            raise UserError(
+                f"generation_backend: server with num_rounds={self.num_rounds}: the external server would serve the "
+                "initial policy in every round; use generation_backend: launch (a server started on each round's "
+                "policy) or num_rounds: 1"
+            )
         if self.generation_backend == "launch":
-            server = self.generation_server or {}
-            if "{model}" not in str(server.get("command", "")):
-                raise UserError('generation_backend: launch needs generation_server: {command: "... {model} ..."}')
-            unknown = sorted(set(server) - {"command", "ready_timeout"})
-            if unknown:
-                raise UserError(f"generation_server: unknown keys {unknown}; it takes command, ready_timeout")
+            self._check_generation_server()
+
+    def _check_generation_server(self) -> None:
+        """The launch command is checked here, before any model loads (a bad template would fail after)."""
+        from chimed_trl.generation.server import check_command_template
+
+        server = self.generation_server or {}
+        if not isinstance(server, dict) or not isinstance(server.get("command"), str):
+            raise UserError('generation_backend: launch needs generation_server: {command: "... {model} {port}"}')
+        unknown = sorted(set(server) - {"command", "ready_timeout"})
+        if unknown:
+            raise UserError(f"generation_server: unknown keys {unknown}; it takes command, ready_timeout")
+        check_command_template(server["command"])
 
 
 def prompt_seed(seed: int, round_index: int, prompt_id: str) -> int:
@@ -292,8 +321,12 @@ class RejectionSamplingTrainer:
         peft_config=None,
         model_init_kwargs: dict | None = None,
         callbacks=None,
+        resolved_config: dict | None = None,
     ):
         self.args = args or RejectionSamplingConfig(output_dir="rejection_sampling")
+        move_secrets_to_env(self.args)  # the SFT trainer of each round pickles these args into training_args.bin
+        # every setting of the run (the recipe passes its script/training/model sections): a rerun must match it
+        self.resolved_config = resolved_config or resolve_config(training=self.args)
         # a path, or a loaded model (used as is in round 0; its name_or_path names it in the run fingerprint)
         self.initial_model = model if isinstance(model, torch.nn.Module) else None
         self.model_path = str(model.name_or_path if self.initial_model is not None else model)
@@ -552,8 +585,8 @@ class RejectionSamplingTrainer:
         """Kept answers, best first, as ranked records (a prompt needs two kept answers to make one)."""
         by_id = {p["id"]: p for p in self.prompts}
         kept: dict[str, list[dict]] = {}
-        for x in lines:
-            if x["kept"]:
+        for x in lines:  # one response per text: with dedup_samples off, equal answers can both be kept
+            if x["kept"] and all(y["text"] != x["text"] for y in kept.get(x["prompt_id"], [])):
                 kept.setdefault(x["prompt_id"], []).append(x)
         records = []
         for pid, rows in kept.items():
@@ -625,7 +658,22 @@ class RejectionSamplingTrainer:
         a = self.args
         keys = ("seed", "num_samples", "top_k", "sampling_top_k", "temperature", "top_p", "max_new_tokens", "min_reward",
                 "min_margin", "dedup_samples", "include_reference")  # fmt: skip
-        return {"model": self.model_path, "reward": str(self.reward_name), **{k: getattr(a, k) for k in keys}}
+        prompts = json.dumps([[p["id"], p["prompt"], p["reference"]] for p in self.prompts], ensure_ascii=False)
+        prompts_hash = hashlib.blake2b(prompts.encode(), digest_size=16).hexdigest()
+        return {"model": self.model_path, "reward": str(self.reward_name), "prompts": prompts_hash,
+                **{k: getattr(a, k) for k in keys}}  # fmt: skip
+
+    def _rerun_differences(self) -> list[str]:
+        """What differs from the run already in ``output_dir``: fingerprint keys, then config keys (old -> new)."""
+        previous = json.loads((self.output_dir / RUN_FILE).read_text())
+        current = self._fingerprint()
+        changed = sorted(k for k in previous if previous[k] != current.get(k))
+        saved_path = self.output_dir / RESOLVED_CONFIG
+        if saved_path.is_file():
+            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+            diffs = config_differences(saved, self.resolved_config, RERUN_NEUTRAL_KEYS)
+            changed += [d for d in diffs if d.split(":")[0].split(".")[-1] not in changed]
+        return changed
 
     def _claim_output_dir(self) -> None:
         """Write only into a directory this run created (or a rerun of the same run), never over other data."""
@@ -633,17 +681,18 @@ class RejectionSamplingTrainer:
         if self.state.is_main_process:  # one process decides, so a race cannot make the ranks disagree
             marker = self.output_dir / RUN_FILE
             if marker.exists():
-                previous = json.loads(marker.read_text())
-                changed = sorted(k for k in previous if previous[k] != self._fingerprint().get(k))
+                changed = self._rerun_differences()
                 if changed:
                     problem[0] = (
                         f"{self.output_dir} holds a rejection-sampling run with other settings "
-                        f"({', '.join(changed)}); use a new output_dir"
+                        f"({'; '.join(changed)}); rerun with its settings or use a new output_dir"
                     )
             elif self.output_dir.exists() and any(self.output_dir.iterdir()):
                 problem[0] = f"output_dir {self.output_dir} is not empty and is not a rejection-sampling run"
             else:
                 write_json(marker, self._fingerprint())
+            if problem[0] is None:  # a fresh run or the same run again: the config on disk is this run's
+                write_resolved_config(self.output_dir, self.resolved_config)
         if self.state.num_processes > 1:
             broadcast_object_list(problem)
         if problem[0]:

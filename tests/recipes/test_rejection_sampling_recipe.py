@@ -21,6 +21,7 @@ ENV = {
     "PYTHONPATH": str(REPO),
 }
 CONFIG = "recipes/tiny/rejection_sampling.yaml"
+SECRET = "hf_rs_secret_Zq8"  # passed as --hub_token to the one-process run
 
 
 def command(out, tiny_model_dir, *extra):
@@ -55,8 +56,17 @@ def same_as_uninterrupted(one: dict, two: dict) -> None:
 @pytest.fixture(scope="module")
 def one_process_run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("rs") / "one"
-    run([sys.executable, *command(out, tiny_model_dir, "--num_rounds", "1")])
+    run([sys.executable, *command(out, tiny_model_dir, "--num_rounds", "1", "--hub_token", SECRET)])
     return out
+
+
+def test_hub_token_is_in_no_file_of_the_run(one_process_run):
+    # bug: hub_token pickled into rs/training_args.bin and round_*/policy/training_args.bin (the trainer's args),
+    # or written to resolved_config.yaml / logs; grep every byte of every file the run wrote
+    files = [p for p in one_process_run.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.bin" for p in files) and (one_process_run / "metrics.json").exists()
+    leaks = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert leaks == []
 
 
 @pytest.mark.slow
@@ -143,6 +153,25 @@ def test_configs_parse(setting):
     assert model.use_peft == (setting == "lora")
 
 
+def test_datasets_as_json_on_the_command_line():
+    # bug: `datasets: list[Any]` makes argparse fail with "invalid Any value" on --datasets '[...]'
+    from trl import TrlParser
+
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
+    from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
+
+    types = (RejectionSamplingScriptArguments, RejectionSamplingConfig, ChimedModelConfig)
+    path = "chimed_trl/data/samples/ranked.jsonl"
+    script, _, _ = TrlParser(types).parse_args_and_config(
+        ["--config", str(REPO / CONFIG), "--bf16", "false", "--use_cpu", "true", "--max_prompts", "3",
+         "--datasets", json.dumps([{"formatter": "ranked", "path": str(REPO / path)}])]
+    )  # fmt: skip
+    assert [s.path for s in script.datasets] == [str(REPO / path)]
+    first = [json.loads(x) for x in (REPO / path).read_text(encoding="utf-8").splitlines()[:3]]
+    assert [row["prompt"] for row in load_prompts(script)] == [r["prompt"] for r in first]  # the file's own rows
+
+
 def recipe_main(argv, capsys):
     """The recipe's own entry point (run_recipe + TrlParser), in process: exit code and the last stderr line."""
     import importlib.util
@@ -170,6 +199,11 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys, monk
     assert code == 2
     # (a newer run_recipe appends where a config error came from: the YAML or its overrides)
     assert last.startswith("error: top_k=9 is larger than num_samples=4: there are not that many answers to keep")
+    assert not out.exists()
+
+    # bug: 0 read as "no limit" (`rows[:n] if n else rows`): every prompt silently used
+    code, last = recipe_main(command(out, tiny_model_dir, "--max_prompts", "0")[1:], capsys)
+    assert code == 2 and last.startswith("error: max_prompts=0 must be >= 1")
     assert not out.exists()
 
     data = tmp_path / "prompts.jsonl"

@@ -171,6 +171,8 @@ def _two_label_reward(tiny_model_dir, tmp_path) -> Path:
         ("top_k_too_large", "top_k=5 is larger than num_samples=4"),
         ("two_label_head", "2 labels; a reward model has exactly one score"),
         ("no_reference", "include_reference is on but the prompt has no 'reference'"),
+        # bug: a causal LM (no num_labels in config.json) scored by a randomly initialised head, silently
+        ("causal_lm_reward", "is a causal LM, not a reward model (it has no sequence-classification head; train"),
     ],
 )
 def test_bad_input_fails_before_any_generation(case, message, tiny_model_dir, tmp_path):
@@ -186,6 +188,8 @@ def test_bad_input_fails_before_any_generation(case, message, tiny_model_dir, tm
         overrides = {"top_k": 5}
     elif case == "two_label_head":
         reward = str(_two_label_reward(tiny_model_dir, tmp_path))
+    elif case == "causal_lm_reward":
+        reward = str(tiny_model_dir)  # the policy itself: Qwen2ForCausalLM, no score.weight
     elif case == "no_reference":
         overrides = {"include_reference": True}
         del rows[2]["reference"]
@@ -209,10 +213,55 @@ def test_output_dir_guard(tiny_model_dir, tmp_path):
         RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(foreign), train_dataset=prompts(2))
     out = tmp_path / "run"
     RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(out), train_dataset=prompts(2))
+    saved = (out / "resolved_config.yaml").read_bytes()
     with pytest.raises(UserError, match=r"other settings \(temperature\)"):
         RejectionSamplingTrainer(
             str(tiny_model_dir), names_department, config(out, temperature=0.7), train_dataset=prompts(2)
         )
+    # bug: a changed training key (not in the sampling fingerprint) or another prompt set silently reuses the
+    # finished rounds ("round 0 is finished: skipped") and rewrites resolved_config.yaml to claim the new settings
+    with pytest.raises(UserError, match=r"other settings \(training.learning_rate: 0.003 -> 0.001\)"):
+        RejectionSamplingTrainer(
+            str(tiny_model_dir), names_department, config(out, learning_rate=1e-3), train_dataset=prompts(2)
+        )
+    with pytest.raises(UserError, match=r"other settings \(prompts\)"):
+        RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(out), train_dataset=prompts(3))
+    assert (out / "resolved_config.yaml").read_bytes() == saved  # the refused runs left the record alone
+    # the same run again (only a neutral key changed) is accepted
+    RejectionSamplingTrainer(
+        str(tiny_model_dir), names_department, config(out, logging_steps=5), train_dataset=prompts(2)
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # bug: rounds >= 1 sample the stale initial policy an external server keeps serving
+        ({"generation_backend": "server", "generation_base_url": "http://127.0.0.1:1/v1", "num_rounds": 2},
+         "generation_backend: server with num_rounds=2"),
+        # bug: a template without {port} found only after the policy and reward model loaded
+        ({"generation_backend": "launch", "generation_server": {"command": "vllm serve {model}"}},
+         r"must contain the placeholders \{model\} and \{port\}"),
+    ],
+)  # fmt: skip
+def test_config_refuses_settings_that_cannot_work(overrides, message, tmp_path):
+    with pytest.raises(UserError, match=message):
+        config(tmp_path / "run", **overrides)
+
+
+def test_ranked_records_hold_distinct_responses(tiny_model_dir, tmp_path):
+    # bug: with dedup_samples off two equal kept answers land in one ranked record, which the reward recipe refuses
+    trainer = RejectionSamplingTrainer(
+        str(tiny_model_dir), names_department, config(tmp_path / "r", dedup_samples=False, top_k=3),
+        train_dataset=prompts(1),
+    )  # fmt: skip
+    pid = trainer.prompts[0]["id"]
+    texts = [("心内科", 1.0), ("心内科", 1.0), ("不知道", 0.0), ("口腔科", 1.0)]
+    lines = [{"prompt_id": pid, "text": t, "reward": rw, "kept": True, "source": "policy"}
+             for i, (t, rw) in enumerate(texts)]  # fmt: skip
+    assert trainer.write_ranked(0, lines) == 1
+    (record,) = [json.loads(x) for x in (tmp_path / "r" / "round_0" / "ranked.jsonl").read_text().splitlines()]
+    assert record["responses"] == ["心内科", "口腔科", "不知道"]  # by hand: distinct, best first, ties in order
 
 
 def test_samples_depend_only_on_the_prompt_seed(tiny_model_dir, tokenizer, tmp_path):
