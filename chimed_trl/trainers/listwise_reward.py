@@ -182,7 +182,7 @@ def list_statistics(
 ) -> torch.Tensor:
     """Fixed-width per-list statistics ``[B, 6 + 2*n_ranks + 2*n_sources]`` (summable across lists and processes).
 
-    Columns: correct ordered pairs, ordered pairs, top-1 hit, lists, Kendall tau-b sum, lists with a defined tau,
+    Columns: correct ordered pairs, ordered pairs, top-1 hit (a fraction when scores tie at the top), lists, Kendall tau-b sum, lists with a defined tau,
     then the reward sums per rank value, their counts, the reward sums per source id and their counts.
     """
     valid = ranks >= 0
@@ -193,7 +193,11 @@ def list_statistics(
     n_ordered = ordered.sum(dim=(1, 2))
     masked = torch.where(valid, scores, torch.full_like(scores, float("-inf")))
     best_rank = torch.where(valid, ranks, torch.full_like(ranks, torch.iinfo(ranks.dtype).max)).min(dim=1).values
-    top1 = ranks.gather(1, masked.argmax(dim=1, keepdim=True)).squeeze(1) == best_rank
+    # top-1 hit, shared among the responses tied at the top score: lists are stored best first, so an argmax (first
+    # maximum) would credit a constant scorer with every list
+    at_max = valid & (masked == masked.max(dim=1, keepdim=True).values)
+    is_best = valid & (ranks == best_rank[:, None])
+    top1 = (at_max & is_best).sum(dim=1).to(scores.dtype) / at_max.sum(dim=1).clamp(min=1).to(scores.dtype)
     # Kendall tau-b between the scores and the quality order (-rank), pairs i < j of real responses
     pairs = both & upper
     score_sign = torch.sign(scores[:, :, None] - scores[:, None, :])
@@ -205,7 +209,7 @@ def list_statistics(
     denominator = ((n0 - n_rank_ties) * (n0 - n_score_ties)).sqrt()
     has_tau = denominator > 0
     tau = torch.where(has_tau, concordance / denominator.clamp(min=1e-12), torch.zeros_like(denominator))
-    columns = [correct, n_ordered, top1 & (n_ordered > 0), n_ordered > 0, tau, has_tau]
+    columns = [correct, n_ordered, top1 * (n_ordered > 0), n_ordered > 0, tau, has_tau]
     columns = [c.to(scores.dtype) for c in columns]
     rank_onehot = (ranks[:, :, None] == torch.arange(n_ranks, device=ranks.device)) & valid[:, :, None]
     source_onehot = (source_ids[:, :, None] == torch.arange(n_sources, device=ranks.device)) & valid[:, :, None]

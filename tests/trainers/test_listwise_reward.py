@@ -149,7 +149,7 @@ def test_list_statistics_match_hand_counts():
         s, r = scores[b, :k].tolist(), ranks[b, :k].tolist()
         ordered = [(i, j) for i in range(k) for j in range(k) if r[i] < r[j]]
         assert out[b, 0] == sum(s[i] > s[j] for i, j in ordered) and out[b, 1] == len(ordered)
-        assert out[b, 2] == (r[max(range(k), key=lambda i: s[i])] == min(r))
+        assert out[b, 2] == (r[max(range(k), key=lambda i: s[i])] == min(r))  # no ties in random scores
         assert out[b, 4].item() == pytest.approx(tau_b(s, r), abs=1e-6)
     for rank in range(4):
         mask = ranks == rank
@@ -158,6 +158,18 @@ def test_list_statistics_match_hand_counts():
     for src in range(2):
         mask = (sources == src) & (ranks >= 0)
         assert out[:, 14 + src].sum().item() == pytest.approx(scores[mask].sum().item(), abs=1e-5)
+
+
+# Catches: top-1 taking the first maximum (argmax) among tied scores: lists are stored best first, so a constant
+# scorer would score 1.0. Reference: the hit counted by hand as (best-ranked among the tied) / (number tied).
+def test_list_statistics_top1_shares_ties():
+    scores = torch.tensor([[1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0], [0.0, 3.0, 3.0, 3.0], [5.0, 5.0, 5.0, 9.0]])
+    ranks = torch.tensor([[0, 1, 2, 3], [0, 0, 1, -1], [0, 1, 1, 0], [0, 1, 2, -1]])
+    sources = torch.zeros_like(ranks)
+    out = list_statistics(scores, ranks, sources, n_ranks=4, n_sources=1)
+    # row 0: 4 tied, 1 best -> 1/4; row 1: 2 tied, both best -> 1; row 2: 3 tied (items 1..3), item 3 best -> 1/3;
+    # row 3: the 9.0 is padding, 3 tied among the real ones, item 0 best -> 1/3
+    assert out[:, 2].tolist() == pytest.approx([1 / 4, 1.0, 1 / 3, 1 / 3])
 
 
 # Catches: eval metrics averaged per batch instead of summed over lists, or computed on different scores than
