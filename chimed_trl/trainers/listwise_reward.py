@@ -73,7 +73,8 @@ class ListwiseRewardConfig(RewardConfig):
         default="truncate",
         metadata={
             "help": "Responses longer than max_length: truncate (keep the first max_length tokens) or drop the "
-            "response (the list is dropped when fewer than 2 ranked responses remain). Counted and logged."
+            "response (the list is dropped when fewer than 2 ranked responses remain). A truncated response left "
+            "with no response token, or with the same tokens as an earlier kept one, is dropped. Counted and logged."
         },
     )
     padding_side: str = field(default="right", metadata={"help": "Padding side of the collated sequences."})
@@ -85,6 +86,10 @@ class ListwiseRewardConfig(RewardConfig):
         super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise UserError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
+            raise UserError(
+                f"max_length must be a positive number of tokens (or null for no limit), got {self.max_length!r}"
+            )
         if self.over_length not in OVER_LENGTH:
             raise UserError(f"over_length must be 'truncate' or 'drop', got {self.over_length!r}")
         if self.padding_side not in ("left", "right"):
@@ -440,6 +445,21 @@ def _token_ids(tokenizer, prompt, response: str) -> list[int]:
     return list(tokenizer(text=text)["input_ids"])
 
 
+def _prompt_ids(tokenizer, prompt) -> list[int]:
+    """The prompt's tokens as they start every prompt+response sequence (chat: up to the assistant header)."""
+    if isinstance(prompt, list):
+        out = tokenizer.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True)
+        return list(out["input_ids"])
+    return list(tokenizer(text=prompt or "")["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def tokenize_ranked(example, index, tokenizer, max_length, over_length, source_index, where):
     ranked = as_ranked(example)
     here = f"{where} row {index}"
@@ -447,14 +467,23 @@ def tokenize_ranked(example, index, tokenizer, max_length, over_length, source_i
     check = dict(ranked, prompt=prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt or ""}])
     validate_ranked(check, here)
     sources = ranked["sources"] or [None] * len(ranked["responses"])
-    kept, n_truncated, n_dropped = [], 0, 0
+    kept, n_truncated, n_dropped, prompt_ids = [], 0, 0, None
     for response, rank, source in zip(ranked["responses"], ranked["ranks"], sources):
-        ids = _token_ids(tokenizer, prompt, response)
+        ids, cut = _token_ids(tokenizer, prompt, response), False
         if max_length is not None and len(ids) > max_length:
             if over_length == "drop":
                 n_dropped += 1
                 continue
-            ids, n_truncated = ids[:max_length], n_truncated + 1
+            if prompt_ids is None:
+                prompt_ids = _prompt_ids(tokenizer, prompt)
+            if max_length <= _common_prefix(ids, prompt_ids):  # nothing of the response survives the cut
+                n_dropped += 1
+                continue
+            ids, cut = ids[:max_length], True
+        if any(ids == other for other, _, _ in kept):  # truncated to the same tokens as an earlier kept response
+            n_dropped += 1
+            continue
+        n_truncated += cut
         kept.append((ids, rank, source_index.get(source, -1)))
     keep = len(kept) >= 2 and len({rank for _, rank, _ in kept}) > 1
     if not kept:

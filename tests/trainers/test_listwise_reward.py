@@ -245,6 +245,44 @@ def test_over_length_truncate_and_drop_are_counted(tiny_model_dir, tokenizer, tm
     assert drop.train_dataset[0]["ranks"] == [0, 2]
 
 
+# Catches: truncation leaving responses that are token-identical (a long prompt cut before any response token, or two
+# responses sharing their first max_length tokens) kept and trained on as if they differed. Hand counts: row 0 loses
+# all 3 responses (and the list), row 1 keeps "好" and the first long answer (truncated), drops the second.
+def test_truncation_drops_responses_left_identical(tiny_model_dir, tokenizer, tmp_path):
+    long_prompt = [{"role": "user", "content": "头痛" * 100}]
+    long = "很长的回答" * 40
+    records = [
+        {"prompt": long_prompt, "responses": ["建议到神经内科就诊。", "多喝热水。", "不用管。"]},
+        {"prompt": Q, "responses": ["好", long + "甲", long + "乙"]},
+    ]
+
+    def full_ids(record, i):
+        messages = record["prompt"] + [{"role": "assistant", "content": record["responses"][i]}]
+        return list(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
+
+    max_length = len(full_ids(records[1], 0)) + 5
+    # independent evidence of the premise: the cut leaves identical sequences in both rows
+    assert len({tuple(full_ids(records[0], i)[:max_length]) for i in range(3)}) == 1
+    assert full_ids(records[1], 1)[:max_length] == full_ids(records[1], 2)[:max_length]
+    trainer = ListwiseRewardTrainer(
+        reward_model(tiny_model_dir),
+        config(tmp_path, max_length=max_length),
+        train_dataset=rows(records),
+        processing_class=tokenizer,
+    )
+    report = trainer.data_report["train"]
+    assert report == {
+        "lists_in": 2,
+        "lists_kept": 1,
+        "truncated_responses": 1,
+        "dropped_responses": 4,
+        "dropped_lists": 1,
+    }
+    row = trainer.train_dataset[0]
+    assert row["ranks"] == [0, 1]
+    assert row["response_ids"] == [full_ids(records[1], 0), full_ids(records[1], 1)[:max_length]]
+
+
 # Catches: a multi-label head accepted (the loss would silently use logit 0 only).
 def test_head_that_is_not_a_single_score_is_refused(tiny_model_dir, tokenizer, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)
