@@ -168,11 +168,21 @@ def _scale_chooser(model, tokenizer, generate, args: EvalArguments):
 def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> dict:
     """Finished tasks of an earlier run of the same config (to skip), after checking the directory is ours."""
     config_path = out / "resolved_config.yaml"
+    not_ours = f"output_dir: {out} holds files that are not an evaluation run's; choose a new directory"
     if out.exists() and any(out.iterdir()) and not config_path.exists():
-        raise UserError(f"output_dir: {out} holds files that are not an evaluation run's; choose a new directory")
-    if overwrite or not config_path.exists():
+        raise UserError(not_ours)
+    if not config_path.exists():
         return {}
-    saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    try:
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        saved = None
+    # a training run (or anything else) also saves a resolved_config.yaml: only one with the evaluation's own section
+    # is ours, and --overwrite_output_dir never licenses writing over someone else's run
+    if not isinstance(saved, dict) or not isinstance(saved.get("eval"), dict):
+        raise UserError(not_ours)
+    if overwrite:
+        return {}
     differing = sorted(
         f"{section}.{key}"
         for section in ("eval", "model")

@@ -149,6 +149,29 @@ def test_eval_arguments_errors(tmp_path):
         run_evaluation(EvalArguments(output_dir=str(tmp_path / "e"), choice_datasets=choice))
 
 
+# Catches: a training run's directory (it also holds resolved_config.yaml + metrics.json) taken for an evaluation
+# "with a different config", and --overwrite_output_dir then writing over the training run's files.
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_dir_of_a_training_run_is_refused(tmp_path, overwrite):
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.errors import UserError
+
+    run = tmp_path / "rm"
+    run.mkdir()
+    files = {
+        "resolved_config.yaml": b"model:\n  dtype: float32\nscript:\n  test_size: 0.1\ntraining:\n  max_length: 64\n",
+        "metrics.json": b'{"loss_last": 0.1}\n',
+        "model.safetensors": b"weights",
+    }
+    for name, data in files.items():
+        (run / name).write_bytes(data)
+    choice = [{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}]
+    args = EvalArguments(output_dir=str(run), choice_datasets=choice, overwrite_output_dir=overwrite)
+    with pytest.raises(UserError, match=r"holds files that are not an evaluation run's"):
+        run_evaluation(args, ChimedModelConfig(model_name_or_path="unused-because-the-dir-is-refused-first"))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+
+
 def test_bad_evaluation_data_is_one_clear_error(tmp_path):
     """Duplicate ids and empty option texts name the file, record and field (no silent acceptance)."""
     from chimed_trl.configs import ChimedModelConfig
