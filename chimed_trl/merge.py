@@ -29,17 +29,22 @@ def merge_adapter(base: str, adapter: str, output: str, overwrite: bool = False,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from chimed_trl.models import _from_hub_or_local, check_model_source
+
     out = Path(output)
     _check_output(out, overwrite)
-    config_path = Path(adapter) / "adapter_config.json"
+    config_path = Path(adapter).expanduser() / "adapter_config.json"
+    if not Path(adapter).expanduser().is_dir():
+        raise UserError(f"--adapter {adapter}: no such directory (give the LoRA run's output directory)")
     if not config_path.is_file():
         raise UserError(f"--adapter {adapter}: no adapter_config.json (is it a LoRA output directory?)")
+    check_model_source(base, "--base")  # a missing base: one line here, not an OSError traceback from transformers
     task_type = json.loads(config_path.read_text()).get("task_type")
     load_kwargs = dict(dtype=getattr(torch, dtype), use_safetensors=True)
     if task_type == "SEQ_CLS":
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, **load_kwargs)
+        model = _from_hub_or_local(AutoModelForSequenceClassification, base, "--base", num_labels=1, **load_kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(base, **load_kwargs)
+        model = _from_hub_or_local(AutoModelForCausalLM, base, "--base", **load_kwargs)
     tokenizer_dir = adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if task_type == "SEQ_CLS" and tokenizer.pad_token_id is not None:

@@ -45,8 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chimed_trl.configs import DatasetsJSON, parse_sources
 from chimed_trl.data.records import DataError
-from chimed_trl.data.sources import iter_records, source_from_config
+from chimed_trl.data.sources import iter_records
 from chimed_trl.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,18 @@ class ResponderConfig:
         return {"name": self.name, "kind": self.kind, "position": self.position}
 
 
+# Typed responder fields (YAML/JSON give any type; a wrong one must not surface later as a confusing error).
+RESPONDER_NUMBERS = {
+    "max_new_tokens": int,
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "seed": int,
+    "batch_size": int,
+    "position": int,
+}
+LOCAL_DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _responder(entry: Any, where: str) -> ResponderConfig:
     if isinstance(entry, ResponderConfig):
         return entry
@@ -99,17 +112,22 @@ def _responder(entry: Any, where: str) -> ResponderConfig:
         raise UserError(f"{where}: unknown keys {unknown}; a responder takes {', '.join(sorted(known))}")
     if not isinstance(entry.get("name"), str) or not entry["name"].strip():
         raise UserError(f"{where}.name: give each responder a non-empty name (it becomes its `sources` label)")
+    for key, kinds in RESPONDER_NUMBERS.items():
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            expected = "an integer" if kinds is int else "a number"
+            raise UserError(f"{where}.{key}: expected {expected}, got {value!r}")
+    if entry.get("dtype", "float32") not in LOCAL_DTYPES:
+        raise UserError(f"{where}.dtype: expected one of {', '.join(LOCAL_DTYPES)}, got {entry['dtype']!r}")
     responder = ResponderConfig(**entry)
     if responder.base_url and not responder.api_model:
         raise UserError(f"{where}: an endpoint responder needs `api_model` (the request's model name)")
     if responder.base_url and responder.model:
         raise UserError(f"{where}: give `model` (local) or `base_url` + `api_model` (endpoint), not both")
-    if responder.position is not None and (
-        not isinstance(responder.position, int) or isinstance(responder.position, bool)
-    ):
-        raise UserError(f"{where}.position: expected an integer, got {responder.position!r}")
     if responder.max_new_tokens < 1 or responder.temperature < 0:
         raise UserError(f"{where}: max_new_tokens must be >= 1 and temperature >= 0")
+    if responder.batch_size < 1:
+        raise UserError(f"{where}.batch_size: must be >= 1, got {responder.batch_size}")
     return responder
 
 
@@ -137,8 +155,9 @@ class AugmentArguments:
     """What ``recipes/augment_rewards.py`` reads from its YAML (every key a field; CLI flags override)."""
 
     output_dir: str = field(default="runs/augment", metadata={"help": "Where ranked.jsonl and metrics.json go."})
-    datasets: list[Any] = field(
-        default_factory=list, metadata={"help": "Ranked sources: [{card|formatter, path, ...}] (cmd_reward, ranked)."}
+    datasets: list[DatasetsJSON] = field(
+        default_factory=list,
+        metadata={"help": "Ranked sources: [{card|formatter, path, ...}] (cmd_reward, ranked); JSON on the CLI."},
     )
     responders: list[str] = field(
         default_factory=list,
@@ -169,7 +188,7 @@ class AugmentArguments:
     seed: int = 0
 
     def __post_init__(self):
-        self.datasets = [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(self.datasets)]
+        self.datasets = parse_sources(self.datasets)
         self.responders = parse_responders(self.responders)
         for assignment in self.responder_model:
             name, sep, path = assignment.partition("=")

@@ -8,8 +8,8 @@ The model itself is described by the same :class:`~chimed_trl.configs.ChimedMode
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from chimed_trl.configs import DatasetsJSON
 from chimed_trl.data.sources import source_from_config
 from chimed_trl.errors import UserError
 
@@ -59,21 +59,21 @@ class EvalArguments:
     max_new_tokens: int = 128
     limit: int | None = field(default=None, metadata={"help": "Cap on records per task (quick runs)."})
     # multiple choice
-    choice_datasets: list[Any] = field(default_factory=list)
-    choice_dev_datasets: list[Any] = field(default_factory=list)
+    choice_datasets: list[DatasetsJSON] = field(default_factory=list)
+    choice_dev_datasets: list[DatasetsJSON] = field(default_factory=list)
     choice_subjects: str | None = field(default=None, metadata={"help": "A preset: cmmlu_paper or ceval_paper."})
     choice_k_shot: int = 0
     choice_mode: str = field(default="letter_probability", metadata={"help": "letter_probability or generate."})
     # NER
-    ner_datasets: list[Any] = field(default_factory=list)
-    ner_train_datasets: list[Any] = field(default_factory=list)
+    ner_datasets: list[DatasetsJSON] = field(default_factory=list)
+    ner_train_datasets: list[DatasetsJSON] = field(default_factory=list)
     ner_types: list[str] = field(default_factory=list)
     ner_k_shot: int = 3
     # open QA / dialogue
-    dialogue_datasets: list[Any] = field(default_factory=list)
+    dialogue_datasets: list[DatasetsJSON] = field(default_factory=list)
     paper_compat: bool = field(default=False, metadata={"help": "Also report the authors' BLEU, labelled."})
     # attitude scales
-    scale_datasets: list[Any] = field(default_factory=list)
+    scale_datasets: list[DatasetsJSON] = field(default_factory=list)
     # which column of the paper's tables this run's figures sit in (report.md / report.json)
     paper_choice_benchmark: str | None = field(
         default=None, metadata={"help": "C-Eval, CMMLU or MedQA; default from choice_subjects."}
@@ -84,6 +84,8 @@ class EvalArguments:
     def __post_init__(self):
         from chimed_trl.evaluation.choice import PRESETS
 
+        for name in SOURCE_KEYS:  # first: `tasks` defaults to the tasks whose (flattened) sources are given
+            setattr(self, name, _sources(getattr(self, name), name))
         if self.tasks is None:
             self.tasks = [t for t in TASKS if getattr(self, TASK_DATASETS[t])]
         unknown = set(self.tasks) - set(TASKS)
@@ -111,6 +113,9 @@ class EvalArguments:
                 f"paper_dialogue_benchmark: expected one of {', '.join(PAPER_BENCHMARKS['dialogue'])}, "
                 f"got {self.paper_dialogue_benchmark!r}"
             )
+        for key in ("batch_size", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("choice_k_shot", "ner_k_shot"):
             if getattr(self, key) < 0:
                 raise UserError(f"{key}: must be >= 0, got {getattr(self, key)}")
@@ -118,5 +123,11 @@ class EvalArguments:
             raise UserError("api_model: required with api_base_url (the model name the server expects)")
         if self.api_base_url and self.choice_mode == "letter_probability":
             self.choice_mode = "generate"  # an API gives text, not next-token probabilities
-        for name in SOURCE_KEYS:
-            setattr(self, name, [source_from_config(v, f"{name}[{i}]") for i, v in enumerate(getattr(self, name))])
+
+
+def _sources(entries: list, name: str) -> list:
+    """YAML mappings, or JSON lists from the command line (one list per flag), flattened: ``name[i]`` places."""
+    flat = []
+    for entry in entries:
+        flat += entry if isinstance(entry, list) else [entry]
+    return [source_from_config(v, f"{name}[{i}]") for i, v in enumerate(flat)]

@@ -165,14 +165,34 @@ def _scale_chooser(model, tokenizer, generate, args: EvalArguments):
     ]
 
 
+def _check_adapter(adapter_path: str) -> None:
+    """A local adapter directory must hold adapter_config.json (else peft fails with a traceback after the load)."""
+    from chimed_trl.models import check_model_source
+
+    path = Path(adapter_path).expanduser()
+    if path.is_dir() and not (path / "adapter_config.json").is_file():
+        raise UserError(f"adapter_path: {path} has no adapter_config.json (is it a LoRA output directory?)")
+    check_model_source(adapter_path, "adapter_path")  # a missing local path or a file: one line
+
+
 def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> dict:
     """Finished tasks of an earlier run of the same config (to skip), after checking the directory is ours."""
     config_path = out / "resolved_config.yaml"
+    not_ours = f"output_dir: {out} holds files that are not an evaluation run's; choose a new directory"
     if out.exists() and any(out.iterdir()) and not config_path.exists():
-        raise UserError(f"output_dir: {out} holds files that are not an evaluation run's; choose a new directory")
-    if overwrite or not config_path.exists():
+        raise UserError(not_ours)
+    if not config_path.exists():
         return {}
-    saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    try:
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        saved = None
+    # a training run (or anything else) also saves a resolved_config.yaml: only one with the evaluation's own section
+    # is ours, and --overwrite_output_dir never licenses writing over someone else's run
+    if not isinstance(saved, dict) or not isinstance(saved.get("eval"), dict):
+        raise UserError(not_ours)
+    if overwrite:
+        return {}
     differing = sorted(
         f"{section}.{key}"
         for section in ("eval", "model")
@@ -205,6 +225,8 @@ def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = N
     model_args = model_args or ChimedModelConfig()
     if not model_args.model_name_or_path and not args.api_base_url:
         raise UserError("model_name_or_path: give a local model (or hub id), or api_base_url + api_model")
+    if args.adapter_path and not args.api_base_url:
+        _check_adapter(args.adapter_path)
     out = Path(args.output_dir)
     finished = _prepare_output_dir(out, _resolved(args, model_args), args.overwrite_output_dir)
     if (out / "metrics.json").exists() and not args.overwrite_output_dir and set(args.tasks) <= set(finished):

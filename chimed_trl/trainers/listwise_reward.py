@@ -73,7 +73,8 @@ class ListwiseRewardConfig(RewardConfig):
         default="truncate",
         metadata={
             "help": "Responses longer than max_length: truncate (keep the first max_length tokens) or drop the "
-            "response (the list is dropped when fewer than 2 ranked responses remain). Counted and logged."
+            "response (the list is dropped when fewer than 2 ranked responses remain). A truncated response left "
+            "with no response token, or with the same tokens as an earlier kept one, is dropped. Counted and logged."
         },
     )
     padding_side: str = field(default="right", metadata={"help": "Padding side of the collated sequences."})
@@ -85,6 +86,10 @@ class ListwiseRewardConfig(RewardConfig):
         super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise UserError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
+            raise UserError(
+                f"max_length must be a positive number of tokens (or null for no limit), got {self.max_length!r}"
+            )
         if self.over_length not in OVER_LENGTH:
             raise UserError(f"over_length must be 'truncate' or 'drop', got {self.over_length!r}")
         if self.padding_side not in ("left", "right"):
@@ -182,7 +187,7 @@ def list_statistics(
 ) -> torch.Tensor:
     """Fixed-width per-list statistics ``[B, 6 + 2*n_ranks + 2*n_sources]`` (summable across lists and processes).
 
-    Columns: correct ordered pairs, ordered pairs, top-1 hit, lists, Kendall tau-b sum, lists with a defined tau,
+    Columns: correct ordered pairs, ordered pairs, top-1 hit (a fraction when scores tie at the top), lists, Kendall tau-b sum, lists with a defined tau,
     then the reward sums per rank value, their counts, the reward sums per source id and their counts.
     """
     valid = ranks >= 0
@@ -193,7 +198,11 @@ def list_statistics(
     n_ordered = ordered.sum(dim=(1, 2))
     masked = torch.where(valid, scores, torch.full_like(scores, float("-inf")))
     best_rank = torch.where(valid, ranks, torch.full_like(ranks, torch.iinfo(ranks.dtype).max)).min(dim=1).values
-    top1 = ranks.gather(1, masked.argmax(dim=1, keepdim=True)).squeeze(1) == best_rank
+    # top-1 hit, shared among the responses tied at the top score: lists are stored best first, so an argmax (first
+    # maximum) would credit a constant scorer with every list
+    at_max = valid & (masked == masked.max(dim=1, keepdim=True).values)
+    is_best = valid & (ranks == best_rank[:, None])
+    top1 = (at_max & is_best).sum(dim=1).to(scores.dtype) / at_max.sum(dim=1).clamp(min=1).to(scores.dtype)
     # Kendall tau-b between the scores and the quality order (-rank), pairs i < j of real responses
     pairs = both & upper
     score_sign = torch.sign(scores[:, :, None] - scores[:, None, :])
@@ -205,7 +214,7 @@ def list_statistics(
     denominator = ((n0 - n_rank_ties) * (n0 - n_score_ties)).sqrt()
     has_tau = denominator > 0
     tau = torch.where(has_tau, concordance / denominator.clamp(min=1e-12), torch.zeros_like(denominator))
-    columns = [correct, n_ordered, top1 & (n_ordered > 0), n_ordered > 0, tau, has_tau]
+    columns = [correct, n_ordered, top1 * (n_ordered > 0), n_ordered > 0, tau, has_tau]
     columns = [c.to(scores.dtype) for c in columns]
     rank_onehot = (ranks[:, :, None] == torch.arange(n_ranks, device=ranks.device)) & valid[:, :, None]
     source_onehot = (source_ids[:, :, None] == torch.arange(n_sources, device=ranks.device)) & valid[:, :, None]
@@ -436,6 +445,21 @@ def _token_ids(tokenizer, prompt, response: str) -> list[int]:
     return list(tokenizer(text=text)["input_ids"])
 
 
+def _prompt_ids(tokenizer, prompt) -> list[int]:
+    """The prompt's tokens as they start every prompt+response sequence (chat: up to the assistant header)."""
+    if isinstance(prompt, list):
+        out = tokenizer.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True)
+        return list(out["input_ids"])
+    return list(tokenizer(text=prompt or "")["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def tokenize_ranked(example, index, tokenizer, max_length, over_length, source_index, where):
     ranked = as_ranked(example)
     here = f"{where} row {index}"
@@ -443,14 +467,23 @@ def tokenize_ranked(example, index, tokenizer, max_length, over_length, source_i
     check = dict(ranked, prompt=prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt or ""}])
     validate_ranked(check, here)
     sources = ranked["sources"] or [None] * len(ranked["responses"])
-    kept, n_truncated, n_dropped = [], 0, 0
+    kept, n_truncated, n_dropped, prompt_ids = [], 0, 0, None
     for response, rank, source in zip(ranked["responses"], ranked["ranks"], sources):
-        ids = _token_ids(tokenizer, prompt, response)
+        ids, cut = _token_ids(tokenizer, prompt, response), False
         if max_length is not None and len(ids) > max_length:
             if over_length == "drop":
                 n_dropped += 1
                 continue
-            ids, n_truncated = ids[:max_length], n_truncated + 1
+            if prompt_ids is None:
+                prompt_ids = _prompt_ids(tokenizer, prompt)
+            if max_length <= _common_prefix(ids, prompt_ids):  # nothing of the response survives the cut
+                n_dropped += 1
+                continue
+            ids, cut = ids[:max_length], True
+        if any(ids == other for other, _, _ in kept):  # truncated to the same tokens as an earlier kept response
+            n_dropped += 1
+            continue
+        n_truncated += cut
         kept.append((ids, rank, source_index.get(source, -1)))
     keep = len(kept) >= 2 and len({rank for _, rank, _ in kept}) > 1
     if not kept:

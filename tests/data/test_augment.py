@@ -305,3 +305,28 @@ def test_config_mistakes_are_one_clear_line(tmp_path, monkeypatch):
         with pytest.raises(UserError, match="differ from the ones that wrote"):
             (tmp_path / "out" / "metrics.json").unlink()
             augment_rankings(args_for(tmp_path, pairs, [api("Z", server.base_url)]))
+
+
+# Catches: `--datasets '[...]'` on the command line refused by argparse ("invalid Any value") or parsed differently
+# from the YAML list; responder fields of the wrong type surfacing later as an AttributeError (getattr(torch, dtype))
+# or a TypeError from a comparison, instead of one line naming responders[i].field.
+def test_cli_datasets_json_and_typed_responder_fields(tmp_path):
+    from chimed_trl.cli import parse_recipe_args
+    from chimed_trl.data.sources import source_from_config
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(pairs, 1)
+    source = {"formatter": "cmd_reward", "path": str(pairs)}
+    responders = json.dumps([{"name": "a", "model": "m"}])
+    argv = ["--output_dir", str(tmp_path / "o"), "--datasets", json.dumps([source]), "--responders", responders]
+    (parsed,) = parse_recipe_args((AugmentArguments,), argv)
+    assert parsed.datasets == [source_from_config(source, "datasets[0]")]
+    bad = {
+        "dtype": ("float64x", r"responders\[1\]\.dtype: expected one of float32, bfloat16, float16, got 'float64x'"),
+        "max_new_tokens": ("ten", r"responders\[1\]\.max_new_tokens: expected an integer, got 'ten'"),
+        "temperature": ("hot", r"responders\[1\]\.temperature: expected a number, got 'hot'"),
+        "batch_size": (True, r"responders\[1\]\.batch_size: expected an integer, got True"),
+    }
+    for key, (value, message) in bad.items():
+        with pytest.raises(UserError, match=message):
+            args_for(tmp_path, pairs, [{"name": "a", "model": "m"}, {"name": "b", "model": "m", key: value}])

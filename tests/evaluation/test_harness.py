@@ -149,6 +149,59 @@ def test_eval_arguments_errors(tmp_path):
         run_evaluation(EvalArguments(output_dir=str(tmp_path / "e"), choice_datasets=choice))
 
 
+# Catches: a training run's directory (it also holds resolved_config.yaml + metrics.json) taken for an evaluation
+# "with a different config", and --overwrite_output_dir then writing over the training run's files.
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_dir_of_a_training_run_is_refused(tmp_path, overwrite):
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.errors import UserError
+
+    run = tmp_path / "rm"
+    run.mkdir()
+    files = {
+        "resolved_config.yaml": b"model:\n  dtype: float32\nscript:\n  test_size: 0.1\ntraining:\n  max_length: 64\n",
+        "metrics.json": b'{"loss_last": 0.1}\n',
+        "model.safetensors": b"weights",
+    }
+    for name, data in files.items():
+        (run / name).write_bytes(data)
+    choice = [{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}]
+    args = EvalArguments(output_dir=str(run), choice_datasets=choice, overwrite_output_dir=overwrite)
+    with pytest.raises(UserError, match=r"holds files that are not an evaluation run's"):
+        run_evaluation(args, ChimedModelConfig(model_name_or_path="unused-because-the-dir-is-refused-first"))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+
+
+# Catches: `--choice_datasets '[...]'` / `--dialogue_datasets '[...]'` refused by argparse ("invalid Any value") or
+# losing the `{name}[{i}]` place naming; batch_size 0 reaching the generator; an adapter directory without
+# adapter_config.json failing inside peft with a traceback after minutes of model loading (and after writing output).
+def test_cli_json_sources_batch_size_and_adapter_errors(tmp_path):
+    from chimed_trl.cli import parse_recipe_args
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.data.sources import source_from_config
+    from chimed_trl.errors import UserError
+
+    choice = {"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}
+    dialogue = {"formatter": "dialogue_eval", "path": str(SAMPLES / "dialogue_eval.jsonl")}
+    argv = ["--output_dir", str(tmp_path / "o"), "--choice_datasets", json.dumps([choice, choice])]
+    argv += ["--dialogue_datasets", json.dumps([dialogue])]
+    args, _ = parse_recipe_args((EvalArguments, ChimedModelConfig), argv)
+    assert args.choice_datasets == [source_from_config(choice, "choice_datasets[0]")] * 2
+    assert args.dialogue_datasets == [source_from_config(dialogue, "dialogue_datasets[0]")]
+    assert args.tasks == ["choice", "dialogue"]
+    with pytest.raises(UserError, match=r"choice_datasets\[1\]"):  # the place of the bad entry, as from YAML
+        parse_recipe_args((EvalArguments,), ["--choice_datasets", json.dumps([choice, {"path": "x.jsonl"}])])
+    with pytest.raises(UserError, match="batch_size: must be >= 1, got 0"):
+        EvalArguments(choice_datasets=[choice], batch_size=0)
+    not_adapter = tmp_path / "not_adapter"
+    not_adapter.mkdir()
+    out = tmp_path / "e"
+    args = EvalArguments(output_dir=str(out), choice_datasets=[choice], adapter_path=str(not_adapter))
+    with pytest.raises(UserError, match=rf"adapter_path: {not_adapter} has no adapter_config.json"):
+        run_evaluation(args, ChimedModelConfig(model_name_or_path="unused-because-the-adapter-is-refused-first"))
+    assert not out.exists()
+
+
 def test_bad_evaluation_data_is_one_clear_error(tmp_path):
     """Duplicate ids and empty option texts name the file, record and field (no silent acceptance)."""
     from chimed_trl.configs import ChimedModelConfig

@@ -59,6 +59,18 @@ def test_bad_ranked_file_is_one_clear_error(tiny_model_dir, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+# Catches: max_length 0 reaching the trainer (every sequence truncated to nothing: a torch traceback mid-run) instead
+# of a one-line error naming the key before any model is loaded.
+@pytest.mark.parametrize("value", ["0"])
+def test_non_positive_max_length_is_one_clear_error(tiny_model_dir, tmp_path, value):
+    cmd = [sys.executable, "recipes/reward.py", "--config", "recipes/tiny/reward.yaml", "--output_dir"]
+    cmd += [str(tmp_path / "out"), "--model_name_or_path", str(tiny_model_dir), "--max_length", value]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: max_length must be a positive number of tokens (or null for no limit), got {value}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
 # Catches: a reward config with a key no dataclass knows (TrlParser would refuse it at launch on the cluster), or a
 # loss_type typo in the shipped configs.
 @pytest.mark.parametrize("name", ["tiny/reward", "tiny/reward_lora", "chimed-gpt/reward", "lora/reward"])

@@ -149,7 +149,7 @@ def test_list_statistics_match_hand_counts():
         s, r = scores[b, :k].tolist(), ranks[b, :k].tolist()
         ordered = [(i, j) for i in range(k) for j in range(k) if r[i] < r[j]]
         assert out[b, 0] == sum(s[i] > s[j] for i, j in ordered) and out[b, 1] == len(ordered)
-        assert out[b, 2] == (r[max(range(k), key=lambda i: s[i])] == min(r))
+        assert out[b, 2] == (r[max(range(k), key=lambda i: s[i])] == min(r))  # no ties in random scores
         assert out[b, 4].item() == pytest.approx(tau_b(s, r), abs=1e-6)
     for rank in range(4):
         mask = ranks == rank
@@ -158,6 +158,18 @@ def test_list_statistics_match_hand_counts():
     for src in range(2):
         mask = (sources == src) & (ranks >= 0)
         assert out[:, 14 + src].sum().item() == pytest.approx(scores[mask].sum().item(), abs=1e-5)
+
+
+# Catches: top-1 taking the first maximum (argmax) among tied scores: lists are stored best first, so a constant
+# scorer would score 1.0. Reference: the hit counted by hand as (best-ranked among the tied) / (number tied).
+def test_list_statistics_top1_shares_ties():
+    scores = torch.tensor([[1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 0.0, 0.0], [0.0, 3.0, 3.0, 3.0], [5.0, 5.0, 5.0, 9.0]])
+    ranks = torch.tensor([[0, 1, 2, 3], [0, 0, 1, -1], [0, 1, 1, 0], [0, 1, 2, -1]])
+    sources = torch.zeros_like(ranks)
+    out = list_statistics(scores, ranks, sources, n_ranks=4, n_sources=1)
+    # row 0: 4 tied, 1 best -> 1/4; row 1: 2 tied, both best -> 1; row 2: 3 tied (items 1..3), item 3 best -> 1/3;
+    # row 3: the 9.0 is padding, 3 tied among the real ones, item 0 best -> 1/3
+    assert out[:, 2].tolist() == pytest.approx([1 / 4, 1.0, 1 / 3, 1 / 3])
 
 
 # Catches: eval metrics averaged per batch instead of summed over lists, or computed on different scores than
@@ -231,6 +243,44 @@ def test_over_length_truncate_and_drop_are_counted(tiny_model_dir, tokenizer, tm
     report = drop.data_report["train"]
     assert (report["dropped_responses"], report["dropped_lists"], report["lists_kept"]) == (2, 1, 1)
     assert drop.train_dataset[0]["ranks"] == [0, 2]
+
+
+# Catches: truncation leaving responses that are token-identical (a long prompt cut before any response token, or two
+# responses sharing their first max_length tokens) kept and trained on as if they differed. Hand counts: row 0 loses
+# all 3 responses (and the list), row 1 keeps "好" and the first long answer (truncated), drops the second.
+def test_truncation_drops_responses_left_identical(tiny_model_dir, tokenizer, tmp_path):
+    long_prompt = [{"role": "user", "content": "头痛" * 100}]
+    long = "很长的回答" * 40
+    records = [
+        {"prompt": long_prompt, "responses": ["建议到神经内科就诊。", "多喝热水。", "不用管。"]},
+        {"prompt": Q, "responses": ["好", long + "甲", long + "乙"]},
+    ]
+
+    def full_ids(record, i):
+        messages = record["prompt"] + [{"role": "assistant", "content": record["responses"][i]}]
+        return list(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
+
+    max_length = len(full_ids(records[1], 0)) + 5
+    # independent evidence of the premise: the cut leaves identical sequences in both rows
+    assert len({tuple(full_ids(records[0], i)[:max_length]) for i in range(3)}) == 1
+    assert full_ids(records[1], 1)[:max_length] == full_ids(records[1], 2)[:max_length]
+    trainer = ListwiseRewardTrainer(
+        reward_model(tiny_model_dir),
+        config(tmp_path, max_length=max_length),
+        train_dataset=rows(records),
+        processing_class=tokenizer,
+    )
+    report = trainer.data_report["train"]
+    assert report == {
+        "lists_in": 2,
+        "lists_kept": 1,
+        "truncated_responses": 1,
+        "dropped_responses": 4,
+        "dropped_lists": 1,
+    }
+    row = trainer.train_dataset[0]
+    assert row["ranks"] == [0, 1]
+    assert row["response_ids"] == [full_ids(records[1], 0), full_ids(records[1], 1)[:max_length]]
 
 
 # Catches: a multi-label head accepted (the loss would silently use logit 0 only).
