@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test lint format install clean
 
-$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+$(STAMP): setup.cfg setup.py pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch would pull several GB of CUDA wheels.
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch==2.13.0

@@ -34,6 +34,21 @@ class DatasetsJSON:
             ) from None
 
 
+class HeldOutSize:
+    """``--test_size`` on the command line keeps what was typed: ``1`` is one record (an int), ``0.1`` a fraction.
+
+    The argparse ``type`` of ``test_size`` (a plain ``float`` would turn ``1`` into the refused ``1.0``); YAML
+    values pass through as YAML typed them."""
+
+    def __new__(cls, text):
+        if not isinstance(text, str):
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+
 def parse_sources(entries) -> list:
     """A recipe's ``datasets`` (YAML mappings, or JSON lists from the command line) -> SourceConfigs."""
     flat = []
@@ -54,7 +69,7 @@ class ChimedScriptArguments:
             "(keys: card|formatter, path, hub_id, config, split, fraction|count, encoding, strict, name, reader)."
         },
     )
-    test_size: float = field(
+    test_size: HeldOutSize = field(
         default=0.0,
         metadata={
             "help": "Held-out split, taken per source before any upsampling: a fraction in (0, 1) or a whole "

@@ -23,8 +23,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_TYPES = ("listmle", "pairwise", "bt")
-
 
 def _ordered_pairs(ranks: torch.Tensor) -> torch.Tensor:
     """``[B, K, K]`` bool: ``i`` is strictly better than ``j`` and both are real responses."""
@@ -108,6 +106,7 @@ def center_penalty(scores: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = {"listmle": listmle, "pairwise": pairwise, "bt": bt}
+LOSS_TYPES = tuple(LOSSES)
 
 
 def ranking_loss(loss_type: str, scores: torch.Tensor, ranks: torch.Tensor, margin: float | torch.Tensor = 0.0):

@@ -31,7 +31,7 @@ def merge_adapter(base: str, adapter: str, output: str, overwrite: bool = False,
 
     from chimed_trl.models import _from_hub_or_local, check_model_source
 
-    out = Path(output)
+    out, adapter = Path(output).expanduser(), str(Path(adapter).expanduser())
     _check_output(out, overwrite)
     config_path = Path(adapter).expanduser() / "adapter_config.json"
     if not Path(adapter).expanduser().is_dir():

@@ -42,7 +42,10 @@ class RejectionSamplingScriptArguments:
         default=None, metadata={"help": "The policy's template: chatml, chimed or a Jinja string (with generation)."}
     )
     build_tiny_model: bool = field(
-        default=False, metadata={"help": "Build the embedded tiny model (and its reward twin) when missing."}
+        default=False,
+        metadata={
+            "help": "Build the embedded tiny policy when model_name_or_path is missing or empty (never over a user model)."
+        },
     )
 
     def __post_init__(self):
@@ -63,9 +66,8 @@ def prompt_row(record: dict, fmt: str) -> dict:
 
 
 def _has_mixture_share(source) -> bool:
-    # `weight` (older SourceConfig) or `fraction`/`count` (newer): either way, not a prompt-set setting
-    weight = getattr(source, "weight", 1.0)
-    return weight != 1.0 or any(getattr(source, k, None) is not None for k in ("fraction", "count"))
+    # `fraction`/`count` sample a training mixture; a prompt set takes max_prompts instead
+    return source.fraction is not None or source.count is not None
 
 
 def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:

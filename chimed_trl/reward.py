@@ -19,7 +19,7 @@ from transformers import set_seed
 from trl import get_peft_config
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, parse_sources
+from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, HeldOutSize, parse_sources
 from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
 from chimed_trl.errors import UserError
@@ -43,7 +43,7 @@ class RewardScriptArguments:
             '[{"formatter": "ranked", "path": "ranked.jsonl"}] (cmd_reward, tiny_ranked, ranked, ...).'
         },
     )
-    test_size: float = field(
+    test_size: HeldOutSize = field(
         default=0.0, metadata={"help": "Held-out lists: a fraction in (0, 1) or a whole number >= 1 (1.0 refused)."}
     )
     dedup: bool = field(default=True, metadata={"help": "Exact de-duplication of whole lists across sources."})

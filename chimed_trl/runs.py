@@ -221,7 +221,9 @@ def prepare_output_dir(
             "of the same recipe)."
         )
     foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-    if foreign and not (out / RESOLVED_CONFIG).is_file() and not is_finished(out) and not checkpoints(out):
+    # only our resolved_config.yaml (written before any training) marks a directory as ours: another tool's
+    # metrics.json or checkpoint-N must not be taken for a finished run or resumed (or deleted by overwrite)
+    if foreign and not (out / RESOLVED_CONFIG).is_file():
         raise UserError(
             f"output_dir {str(out)!r} is not empty and holds no run of this package (no {RESOLVED_CONFIG}; found "
             f"{', '.join(sorted(foreign)[:3])}): refusing to write into it. Choose a new or empty output_dir."

@@ -136,7 +136,7 @@ class RewardModelScorer:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
         scores = [0.0] * len(ids)
         device = next(self.model.parameters()).device
-        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0  # masked out
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             width = max(len(ids[i]) for i in chunk)

@@ -121,3 +121,17 @@ def test_recipe_reporters_set_up_and_keys_are_current(path):
     assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
     callbacks = [cls() for cls in get_reporting_integration_callbacks(training_args.report_to)]
     assert len(callbacks) == len(training_args.report_to)  # each named reporter is installed and set up
+
+
+def test_test_size_from_the_command_line_keeps_what_was_typed():
+    # Bug caught: a float-typed field turned `--test_size 1` into 1.0, which the mixture refuses as ambiguous
+    from trl import SFTConfig
+
+    from chimed_trl.cli import parse_recipe_args
+    from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
+
+    types = (ChimedScriptArguments, SFTConfig, ChimedModelConfig)
+    for typed, expected in (("1", 1), ("0.25", 0.25), ("2000", 2000)):
+        argv = ["--config", str(REPO / "recipes/tiny/sft.yaml"), "--output_dir", "/tmp/unused", "--test_size", typed]
+        got = parse_recipe_args(types, argv)[0].test_size
+        assert got == expected and type(got) is type(expected)

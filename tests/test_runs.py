@@ -126,3 +126,18 @@ def test_another_recipes_run_is_never_overwritten(tmp_path, saved_run):
         with pytest.raises(UserError, match="not a 'sft' one"):
             prepare_output_dir(tmp_path, mine, overwrite=overwrite)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# Bug caught: another tool's output (a metrics.json, a checkpoint-N) taken for a run of ours: a rerun returned
+# their metrics as its own, a resume loaded their checkpoint with no config check, and overwrite deleted them.
+@pytest.mark.parametrize("theirs", ["metrics.json", "checkpoint-5"])
+def test_only_our_resolved_config_marks_a_run(tmp_path, theirs):
+    if theirs == "metrics.json":
+        (tmp_path / theirs).write_text('{"accuracy": 0.9}')
+    else:
+        _checkpoint(tmp_path, 5)
+    (tmp_path / "model.safetensors").write_bytes(b"their weights")
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match="holds no run of this package"):
+            prepare_output_dir(tmp_path, RESOLVED, overwrite=overwrite)
+    assert (tmp_path / theirs).exists() and (tmp_path / "model.safetensors").read_bytes() == b"their weights"

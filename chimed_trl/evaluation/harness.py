@@ -63,7 +63,7 @@ def load_local(args: EvalArguments, model_args: ChimedModelConfig):
     from chimed_trl.tiny import ensure_tiny
 
     if args.build_tiny_model:
-        ensure_tiny(model_args.model_name_or_path, seed=args.seed)
+        ensure_tiny(model_args.model_name_or_path)  # any tiny build (the eval seed need not be the build seed)
     trust = args.trust_remote_code
     tokenizer = load_tokenizer(model_args, args.chat_template, trust_remote_code=trust)
     model = load_model(model_args, task="causal_lm", trust_remote_code=trust)

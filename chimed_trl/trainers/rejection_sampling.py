@@ -251,7 +251,7 @@ def check_prompts(rows, where: str = "train_dataset") -> list[dict]:
             raise UserError(f"{place}: field 'prompt': must end with a user turn, ends with {role!r}")
         if not str(last.get("content") or "").strip():
             raise UserError(f"{place}: field 'prompt': empty prompt (the last user turn has no text)")
-        pid = str(row.get("id") or prompt_id(messages))
+        pid = str(row["id"]) if row.get("id") is not None else prompt_id(messages)
         if pid in ids:
             if row.get("id") is not None:
                 raise UserError(f"{place}: field 'id': duplicate prompt id {pid!r}")
@@ -359,7 +359,6 @@ class RejectionSamplingTrainer:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.output_dir = Path(self.args.output_dir)
-        self._metrics: dict[str, list] = {}
         self.round_metrics: list[dict] = []
         self.last_server = None  # the launched generation server of the latest round (stopped after it)
         self._claim_output_dir()
@@ -383,8 +382,6 @@ class RejectionSamplingTrainer:
         model = model if model is not None else self.load_policy(r)
         trainer = self.fine_tune(r, model, lines)
         stats["train_loss"] = trainer.state.log_history[-1].get("train_loss") if trainer else None
-        for key, value in stats.items():
-            self._metrics.setdefault(key, []).append(value)
         if trainer is not None:  # the same figures through the trainer's loggers (tensorboard, wandb, ...)
             trainer.log({f"rejection_sampling/{k}": v for k, v in stats.items() if isinstance(v, int | float)})
         if self.state.is_main_process:

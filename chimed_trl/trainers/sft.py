@@ -98,6 +98,10 @@ class ChimedSFTTrainer(SFTTrainer):
         super()._save_checkpoint(model, trial)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint is True:  # Trainer's "the last checkpoint": resolve it here for the counters too
+            from chimed_trl.runs import last_checkpoint
+
+            resume_from_checkpoint = last_checkpoint(self.args.output_dir)
         if isinstance(resume_from_checkpoint, str | os.PathLike):
             self._restore_run_counters(Path(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)

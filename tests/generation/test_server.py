@@ -35,11 +35,12 @@ def test_tiny_server_answers_greedy_like_the_local_model(tiny_server, tiny_model
 
 def test_server_that_never_gets_ready_names_command_and_log(tmp_path):
     # bug caught: waiting forever, or an error that hides what was launched
-    command = "python -u -c \"print('boo' + 'ting'); import time; time.sleep(60)\" {model} {port}"
-    with pytest.raises(UserError, match="ready_timeout=1s") as err:
-        LaunchedServer(command, model="m", ready_timeout=1).start()
+    # sys.executable (not a bare `python`), and 5 s: a loaded 2-core CI still starts the child and prints in time
+    command = f"{sys.executable} -u -c \"print('boo' + 'ting'); import time; time.sleep(60)\" {{model}} {{port}}"
+    with pytest.raises(UserError, match="ready_timeout=5s") as err:
+        LaunchedServer(command, model="m", ready_timeout=5).start()
     assert "booting" in str(err.value)  # from the log: the command itself only has 'boo' + 'ting'
-    assert "python -u -c" in str(err.value)
+    assert f"{sys.executable} -u -c" in str(err.value)
 
 
 def test_server_that_exits_early_is_reported_at_once():
