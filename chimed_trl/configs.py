@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig
 
 from chimed_trl.data.sources import source_from_config
-from chimed_trl.errors import ConfigError
+from chimed_trl.errors import ConfigError, json_problem
 
 ROPE_TYPES = ("linear", "dynamic", "yarn")
 
@@ -29,8 +29,8 @@ class DatasetsJSON:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise argparse.ArgumentTypeError(
-                f'expects JSON such as \'[{{"card": "tiny_sft", "path": "data.jsonl"}}]\' ({e.msg} at column '
-                f"{e.colno}), got {text!r}"
+                f'expects JSON such as \'[{{"card": "tiny_sft", "path": "data.jsonl"}}]\' ({json_problem(e)}), '
+                f"got {text!r}"
             ) from None
 
 

@@ -15,3 +15,8 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A bad value of a recipe's config key; the recipe entry point adds the YAML file's name."""
+
+
+def json_problem(error) -> str:
+    """A ``json.JSONDecodeError`` as ``<what>: column N`` (its ``msg`` may end in "at": "starting at")."""
+    return f"{error.msg}: column {error.colno}"

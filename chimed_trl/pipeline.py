@@ -49,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from chimed_trl.cli import read_yaml_config
 from chimed_trl.errors import UserError
-from chimed_trl.runs import SECRET_KEY, write_json
+from chimed_trl.runs import is_secret_key, looks_like_secret, write_json
 
 STATE_FILE = "pipeline_state.json"
 TINY = "tiny"
@@ -137,7 +136,9 @@ def _parse_stage(path: Path, i: int, raw: Any, earlier: list[str]) -> Stage:
     reserved = {"config", "output_dir"} & set(args)
     if reserved:
         _fail(path, where, f"args must not set {sorted(reserved)}: the runner sets them")
-    secrets = sorted(k for k in args if SECRET_KEY.search(str(k)))
+    secrets = sorted(
+        k for k, v in args.items() if is_secret_key(k) or (str(k).endswith("_env") and looks_like_secret(v))
+    )
     if secrets:  # the command line is printed, logged and kept in pipeline_state.json
         _fail(path, where, f"args must not carry secrets ({secrets}): export them instead (e.g. HF_TOKEN)")
     if model_from is not None and "model_name_or_path" in args:
@@ -170,13 +171,8 @@ def load_pipeline(path: str | os.PathLike, output_dir: str | None = None) -> Pip
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: pipeline config not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark else "YAML"
-        raise UserError(f"{path}: {line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict):
+    raw = read_yaml_config(str(path))
+    if not raw:
         raise UserError(f"{path}: expected a mapping with output_dir and stages")
     unknown = sorted(set(raw) - PIPELINE_KEYS)
     if unknown:

@@ -2,10 +2,15 @@
 
 The rules every training recipe follows (``prepare_output_dir`` applies them, before any data is loaded):
 
+- Only our ``resolved_config.yaml`` marks a directory as a run of ours. Anything else that is not empty is
+  refused, whatever the flags say; no message of ours advises an action that deletes a file we did not write.
 - ``metrics.json`` is written last; its presence means the run finished. Re-running into a finished
   run leaves it alone (:class:`FinishedRun`), or refuses when the config changed; ``overwrite`` (the
-  recipes' ``overwrite_output_dir: true``) deletes the run's own checkpoints and ``metrics.json`` and
-  trains from scratch.
+  recipes' ``overwrite_output_dir: true``) moves the old run, whole, to ``.previous/<time>/`` and starts
+  afresh (nothing is deleted).
+- One run per directory: :class:`RunLock` (``.run.lock``, PID + host), taken over when its holder is dead.
+- A run refused before it produced anything (bad data, a model that will not load) removes what it wrote
+  into a directory it found missing or empty (:func:`remove_if_only_ours`).
 - An unfinished run resumes from its newest *complete* checkpoint (``trainer_state.json`` present,
   every safetensors file as long as its header says); half-written ones are skipped with a warning.
 - A resume whose config differs from the saved ``resolved_config.yaml`` in a training-relevant key
@@ -21,9 +26,10 @@ import json
 import logging
 import os
 import re
-import shutil
+import socket
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +40,14 @@ from chimed_trl.errors import UserError
 logger = logging.getLogger(__name__)
 # keys holding secrets (not eos_token, pad_token, include_num_input_tokens_seen: those are not secrets)
 SECRET_KEY = re.compile(r"(api_key|hub_token|auth_token|access_token|^token$|secret|password)", re.IGNORECASE)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_PREFIX = re.compile(r"^(sk|hf|pk|rk|xox[abp])[-_]", re.IGNORECASE)  # OpenAI, Hugging Face, Stripe, Slack keys
 METRICS_FILE = "metrics.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
+LOCK_FILE = ".run.lock"
+PREVIOUS_DIR = ".previous"  # where overwrite_output_dir moves an old run
+# what a run writes before it has any result: a refused run that created its directory removes it
+BOOKKEEPING_FILES = frozenset({RESOLVED_CONFIG, "train.log", "data_stats.json", LOCK_FILE})
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Keys that may change between a run and its resume without changing what is trained: where and how
 # often it logs and saves, the data loader's worker count, the hub destination, the launcher's backend.
@@ -67,13 +79,56 @@ def write_json(path: str | Path, payload: Any) -> Path:
     return write_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+def is_secret_key(key: Any) -> bool:
+    """Whether a config key holds a secret. ``*_env`` keys (``api_key_env``) hold the *name* of the variable
+    that holds one: kept in saved configs, so a reader knows what to export."""
+    key = str(key)
+    return bool(SECRET_KEY.search(key)) and not key.endswith("_env")
+
+
+def looks_like_secret(value: Any) -> bool:
+    """A value that cannot be an environment variable's name (``sk-...`` pasted into ``api_key_env``)."""
+    return (
+        isinstance(value, str) and bool(value) and (not ENV_NAME.match(value) or KEY_PREFIX.match(value) is not None)
+    )
+
+
 def redact(value: Any) -> Any:
-    """Drop secrets (keys naming a token, key, secret or password) from anything we save."""
+    """Drop secrets (keys naming a token, key, secret or password) from anything we save; an ``*_env`` value
+    that is a key rather than a variable name is dropped too."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in value.items()}
+        return {
+            k: (
+                "<redacted>"
+                if v and (is_secret_key(k) or (str(k).endswith("_env") and looks_like_secret(v)))
+                else redact(v)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
+
+
+def check_env_name(value: str | None, where: str) -> None:
+    """``api_key_env`` must name an environment variable; a pasted key is refused without repeating it."""
+    if value and looks_like_secret(value):
+        raise UserError(
+            f"{where}: expects the name of an environment variable (e.g. OPENAI_API_KEY), not a key; export the "
+            "key in a variable and name that variable here (the value given is not shown)"
+        )
+
+
+def api_key_from_env(name: str | None, where: str, default: str = "EMPTY") -> str:
+    """The API key in the variable ``name`` names (``default`` when no name is given: servers without auth,
+    such as vLLM or ``transformers serve``, take any key). The key itself is never printed."""
+    if not name:
+        return default
+    check_env_name(name, where)
+    key = os.environ.get(name)
+    if not key:
+        raise UserError(f"{where}: environment variable {name} is not set; export it with your API key")
+    return key
 
 
 def _as_dict(obj: Any) -> dict:
@@ -198,62 +253,225 @@ class FinishedRun(UserError):
     """``output_dir`` holds a finished run with the same config: nothing to do (not an error for a rerun)."""
 
 
+@dataclasses.dataclass
+class Claim:
+    """What :func:`prepare_output_dir` decided for a run's ``output_dir``."""
+
+    out: Path
+    resume: str | None = None  # the checkpoint to resume from, or None to start afresh
+    fresh: bool = False  # missing or empty before this run: a refusal removes what this run wrote there
+    created: bool = False  # missing before this run: a refusal removes the directory too
+    moved_to: Path | None = None  # where ``overwrite`` moved the previous run
+    lock: RunLock | None = None  # held by the main process for the whole run
+
+
+def _visible(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+
+
+def _foreign_dir_error(out: Path, found: list[str]) -> UserError:
+    # the advice names no flag: no setting of ours may ever write into (or clear) a directory we did not create
+    return UserError(
+        f"output_dir {str(out)!r} is not empty and holds no run of this package (no {RESOLVED_CONFIG}; found "
+        f"{', '.join(found[:3])}): refusing to write into it. Choose a new or empty output_dir."
+    )
+
+
+def check_output_dir(output_dir: str | Path) -> Claim:
+    """The checks that need no config: ``output_dir`` is writable and is new, empty or a run of ours.
+
+    Only our ``resolved_config.yaml`` (written before any training) marks a directory as ours: another
+    tool's ``metrics.json`` or ``checkpoint-N`` is never taken for a finished run, resumed, or moved.
+    """
+    out = Path(output_dir).expanduser()
+    created, found = not out.exists(), _visible(out)
+    if found and not (out / RESOLVED_CONFIG).is_file():
+        raise _foreign_dir_error(out, found)
+    check_writable(out)
+    return Claim(out=out, fresh=not found, created=created)
+
+
 def prepare_output_dir(
-    output_dir: str | Path, resolved: dict, overwrite: bool = False, is_main_process: bool = True
-) -> str | None:
+    output_dir: str | Path,
+    resolved: dict,
+    overwrite: bool = False,
+    is_main_process: bool = True,
+    lock: bool = False,
+    neutral: frozenset = RESUME_NEUTRAL_KEYS,
+) -> Claim:
     """Apply the rerun rules (module docstring) to ``output_dir`` for a run configured as ``resolved``
     (a :func:`resolve_config` dict).
 
-    Returns the checkpoint to resume from (or None to start afresh). Raises :class:`FinishedRun` when
-    the same run already finished, and :class:`UserError` when the output directory cannot be written,
-    holds files that are not a run of this package, or has a saved config that differs in a
-    training-relevant key. Call it on every rank before loading data; with ``overwrite`` the main
-    process deletes the old run's checkpoints and ``metrics.json`` (:func:`clear_run`).
+    Returns a :class:`Claim` (the checkpoint to resume from, whether this run created the directory).
+    Raises :class:`FinishedRun` when the same run already finished, and :class:`UserError` when the output
+    directory cannot be written, holds files that are not a run of this package or a run of another recipe,
+    or has a saved config that differs in a training-relevant key. Call it on every rank before loading
+    data; with ``overwrite`` the main process moves the old run to ``.previous/<time>/`` (:func:`move_run_aside`).
+    With ``lock`` the main process takes the directory's :class:`RunLock` first (before judging or moving
+    anything) and keeps it in ``claim.lock``; the caller releases it when the run ends.
     """
-    out = check_writable(output_dir)
+    claim = check_output_dir(output_dir)
+    if lock and is_main_process:
+        claim.lock = RunLock(claim.out).acquire()
+    try:
+        return _judge(claim, resolved, overwrite, is_main_process, neutral)
+    except BaseException:
+        if claim.lock is not None:
+            claim.lock.release()
+        raise
+
+
+def _judge(claim: Claim, resolved: dict, overwrite: bool, is_main_process: bool, neutral: frozenset) -> Claim:
+    out = claim.out
     saved_path = out / RESOLVED_CONFIG
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else None
-    if isinstance(saved, dict) and recipe_of(saved) != recipe_of(resolved):
-        # never, not even with overwrite: clear_run would delete another stage's model and metrics
+    saved = read_resolved_config(out)
+    if saved is not None and recipe_of(saved) != recipe_of(resolved):
+        # never, not even with overwrite: that is another stage's model and metrics
         raise UserError(
             f"output_dir {str(out)!r} holds a {recipe_of(saved)!r} run ({RESOLVED_CONFIG}), not a "
             f"{recipe_of(resolved)!r} one: choose another output_dir (overwrite_output_dir only restarts a run "
             "of the same recipe)."
         )
-    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-    # only our resolved_config.yaml (written before any training) marks a directory as ours: another tool's
-    # metrics.json or checkpoint-N must not be taken for a finished run or resumed (or deleted by overwrite)
-    if foreign and not (out / RESOLVED_CONFIG).is_file():
-        raise UserError(
-            f"output_dir {str(out)!r} is not empty and holds no run of this package (no {RESOLVED_CONFIG}; found "
-            f"{', '.join(sorted(foreign)[:3])}): refusing to write into it. Choose a new or empty output_dir."
-        )
     if overwrite:
-        if is_main_process:
-            clear_run(out)
-        return None
-    finished = is_finished(out)
-    resume = None if finished else last_checkpoint(out)
-    if saved is not None and (finished or resume):
-        diffs = config_differences(saved, resolved)
+        if is_main_process and saved is not None:
+            claim.moved_to = move_run_aside(out)
+            logger.warning("overwrite_output_dir: the previous run in %s moved to %s", out, claim.moved_to)
+        return claim
+    finished = is_finished(out) and saved is not None
+    claim.resume = None if finished else last_checkpoint(out)
+    if saved is not None and (finished or claim.resume):
+        diffs = config_differences(saved, resolved, neutral)
         if diffs:
-            state = "a finished run" if finished else f"an unfinished run (resumable from {Path(resume).name})"
+            state = "a finished run" if finished else f"an unfinished run (resumable from {Path(claim.resume).name})"
             raise UserError(
                 f"{saved_path}: {out} holds {state} whose config differs in {'; '.join(diffs)}. Rerun with the "
-                "saved settings, set overwrite_output_dir: true to train again from scratch, or choose another "
-                "output_dir."
+                f"saved settings, set overwrite_output_dir: true to start again (the old run moves to "
+                f"{PREVIOUS_DIR}/<time>/), or choose another output_dir."
             )
     if finished:
         raise FinishedRun(
             f"{out} holds a finished run ({METRICS_FILE} exists): its outputs are left alone. Set "
-            "overwrite_output_dir: true to train again from scratch, or choose another output_dir."
+            f"overwrite_output_dir: true to start again (the old run moves to {PREVIOUS_DIR}/<time>/), or choose "
+            "another output_dir."
         )
-    return resume
+    return claim
 
 
-def clear_run(output_dir: str | Path) -> None:
-    """For ``overwrite_output_dir``: delete this package's run outputs (checkpoints, metrics) and nothing else."""
+def read_resolved_config(output_dir: str | Path) -> dict | None:
+    """The ``resolved_config.yaml`` a run of ours saved in ``output_dir`` (None when there is none)."""
+    path = Path(output_dir) / RESOLVED_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raise UserError(f"{path}: unreadable; was it edited? Choose another output_dir.") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: not a saved config of this package; choose another output_dir.")
+    return saved
+
+
+def move_run_aside(output_dir: str | Path) -> Path:
+    """Move everything in ``output_dir`` (but earlier ``.previous`` runs and the lock) into
+    ``.previous/<time>/``: an overwrite keeps the old run (and anything a user put beside it) byte-identical."""
     out = Path(output_dir)
-    for checkpoint in checkpoints(out):
-        shutil.rmtree(checkpoint)
-    (out / METRICS_FILE).unlink(missing_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = out / PREVIOUS_DIR / stamp
+    suffix = 1
+    while dest.exists():
+        dest = out / PREVIOUS_DIR / f"{stamp}-{suffix}"
+        suffix += 1
+    dest.mkdir(parents=True)
+    for entry in sorted(out.iterdir()):
+        if entry.name not in (PREVIOUS_DIR, LOCK_FILE):
+            entry.rename(dest / entry.name)
+    return dest
+
+
+def remove_if_only_ours(claim: Claim, own_files: frozenset[str] = BOOKKEEPING_FILES) -> bool:
+    """After a refusal: when this run found ``output_dir`` missing or empty and it now holds nothing but this
+    run's own bookkeeping (``resolved_config.yaml``, a ``train.log`` with no results, ...), remove those files
+    (and the directory, when this run created it), so nothing is left behind and a corrected rerun starts clean."""
+    out = claim.out
+    if not claim.fresh or not out.is_dir():
+        return False
+    entries = list(out.iterdir())
+    if any(e.is_dir() or (e.name not in own_files and not e.name.startswith(".write-test-")) for e in entries):
+        return False
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    if claim.created:
+        out.rmdir()
+    return True
+
+
+# ---------------------------------------------------------------- one run per directory
+def _holder_alive(holder: dict) -> bool:
+    """Whether the process that took a lock still runs (another host's process is assumed alive)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """``<output_dir>/.run.lock`` (PID + host): one run per directory.
+
+    Refused while the holder lives; taken over (with a warning) when the holder is dead, e.g. after a
+    SIGKILL. Taken with ``O_EXCL``, so two runs starting at once cannot both win.
+    """
+
+    def __init__(self, output_dir: str | Path):
+        self.path = Path(output_dir) / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        payload = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%F %T")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:  # being written by a run starting this very moment
+                    time.sleep(0.2)
+                    holder = self._holder() or {}
+                if _holder_alive(holder):
+                    raise UserError(
+                        f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('since')}): wait for it to finish or stop it "
+                        f"(if that process is gone for good, remove {self.path})."
+                    ) from None
+                logger.warning("taking over %s from pid %s, which is no longer running", self.path, holder.get("pid"))
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(payload, f)
+            self.held = True
+            return self
+        raise UserError(f"{self.path}: could not take the run lock; is another run starting in the same directory?")
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    def release(self) -> None:
+        if self.held and (self._holder() or {}).get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -23,13 +23,14 @@ from trl import SFTConfig, get_peft_config
 from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
 from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
-from chimed_trl.errors import ConfigError
+from chimed_trl.errors import ConfigError, UserError
 from chimed_trl.models import load_model, load_tokenizer
 from chimed_trl.runs import (
     METRICS_FILE,
     FinishedRun,
     move_secrets_to_env,
     prepare_output_dir,
+    remove_if_only_ours,
     resolve_config,
     write_json,
     write_resolved_config,
@@ -135,30 +136,40 @@ def guarded_run(output_dir: str, sections: dict, overwrite: bool, body) -> dict:
     """The bookkeeping every training stage shares, around ``body(resume_checkpoint) -> metrics``.
 
     A finished run (``metrics.json`` present, same config) is left alone and its metrics returned; a
-    different config or a foreign directory is refused before any data is read; ``train.log`` collects
-    the run's log lines; ``resolved_config.yaml`` (secrets redacted) is written before training.
+    different config or a foreign directory is refused before any data is read; the main process holds the
+    directory's lock for the whole run; ``train.log`` collects the run's log lines; ``resolved_config.yaml``
+    (secrets redacted) is written before training; a run refused before any result (a bad data row, a model
+    that will not load) leaves nothing behind in a directory it found missing or empty.
     """
     state = PartialState()
     resolved = resolve_config(**sections)
     try:
-        resume = prepare_output_dir(output_dir, resolved, overwrite, state.is_main_process)
+        claim = prepare_output_dir(output_dir, resolved, overwrite, state.is_main_process, lock=True)
     except FinishedRun as e:
         logger.warning("%s", e)
-        return json.loads((Path(output_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+        return json.loads((Path(output_dir).expanduser() / METRICS_FILE).read_text(encoding="utf-8"))
     state.wait_for_everyone()  # every rank has judged the directory before the main process writes into it
     handler = log_to_file(output_dir) if state.is_main_process else None
+    refused = False
     try:
         if state.is_main_process:
             write_resolved_config(output_dir, resolved)
-        if resume:
-            logger.info("resuming from %s", resume)
-        metrics = body(resume)
+        if claim.resume:
+            logger.info("resuming from %s", claim.resume)
+        metrics = body(claim.resume)
         # leave together: a rank that exits while another still finishes a gloo/NCCL exchange aborts it
         state.wait_for_everyone()
         return metrics
+    except UserError:
+        refused = True
+        raise
     finally:
         if handler is not None:
             close_log(handler)
+        if claim.lock is not None:
+            claim.lock.release()
+        if refused and state.is_main_process and remove_if_only_ours(claim):
+            logger.info("refused before any result: removed what this run wrote in %s", claim.out)
 
 
 def train_lm(

@@ -236,7 +236,7 @@ def test_refuses_a_user_directory(checkout, capsys):
 
 
 BAD = {
-    "not yaml": ("stages: [a, b\n", r"line 2: not valid YAML"),
+    "not yaml": ("stages: [a, b\n", r"^error: bad.yaml:2:1: invalid YAML: expected ',' or ']'"),
     "unknown top key": ("output_dir: o\nstage: []\n", r"top level: unknown key\(s\) \['stage'\]"),
     "no stages": ("output_dir: o\nstages: []\n", r"stages: required"),
     "unknown stage key": (
@@ -277,7 +277,7 @@ def test_bad_yaml_is_one_line(checkout, capsys, case):
     (checkout / "bad.yaml").write_text(text)
     assert pipeline.main(["--config", "bad.yaml"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: bad.yaml: "), err
+    assert len(err.splitlines()) == 1 and err.startswith("error: bad.yaml:"), err
     assert re.search(pattern, err), err
     assert calls(checkout) == [] and not (checkout / "o").exists()
 

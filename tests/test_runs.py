@@ -66,22 +66,26 @@ def test_finished_run_is_left_alone_and_a_changed_config_is_refused(tmp_path):
     assert (out / "metrics.json").read_text() == '{"steps": 20}'
 
     running = _run(tmp_path / "running")
-    assert prepare_output_dir(running, RESOLVED) == str(running / "checkpoint-20")
+    assert prepare_output_dir(running, RESOLVED).resume == str(running / "checkpoint-20")
     # where it logs may change on resume; what it trains may not
     neutral = {**RESOLVED, "training": {**RESOLVED["training"], "logging_steps": 10}}
-    assert prepare_output_dir(running, neutral) == str(running / "checkpoint-20")
+    assert prepare_output_dir(running, neutral).resume == str(running / "checkpoint-20")
     longer = {**RESOLVED, "training": {**RESOLVED["training"], "num_train_epochs": 6}}
     with pytest.raises(UserError, match=r"unfinished run \(resumable from checkpoint-20\).*num_train_epochs: 4 -> 6"):
         prepare_output_dir(running, longer)
 
 
-# Bug caught: overwrite deleting files the package did not write, or not clearing the old checkpoints (which
-# would then be resumed).
-def test_overwrite_clears_only_the_runs_own_outputs(tmp_path):
+# Bugs caught: overwrite deleting files (the old run's, or a user's notes beside it), or leaving the old
+# checkpoints in place (which would then be resumed).
+def test_overwrite_moves_the_old_run_aside_whole(tmp_path):
     out = _run(tmp_path / "done", finished=True)
     (out / "notes.txt").write_text("mine")
-    assert prepare_output_dir(out, {**RESOLVED, "training": {"learning_rate": 1.0}}, overwrite=True) is None
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "resolved_config.yaml"]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    claim = prepare_output_dir(out, {**RESOLVED, "training": {"learning_rate": 1.0}}, overwrite=True)
+    assert claim.resume is None and claim.moved_to.parent == out / ".previous"
+    assert [p.name for p in out.iterdir()] == [".previous"]
+    moved = {p.relative_to(claim.moved_to): p.read_bytes() for p in claim.moved_to.rglob("*") if p.is_file()}
+    assert moved == before
 
 
 # Bugs caught: writing a run into a user's model directory; finding out the output dir is unwritable only
@@ -141,3 +145,61 @@ def test_only_our_resolved_config_marks_a_run(tmp_path, theirs):
         with pytest.raises(UserError, match="holds no run of this package"):
             prepare_output_dir(tmp_path, RESOLVED, overwrite=overwrite)
     assert (tmp_path / theirs).exists() and (tmp_path / "model.safetensors").read_bytes() == b"their weights"
+
+
+# Bugs caught: two runs writing into one directory at once (a rerun while an orphaned stage still trains);
+# a lock left by a killed run blocking every later run.
+def test_one_run_per_directory(tmp_path):
+    import subprocess
+    import sys
+
+    from chimed_trl.runs import LOCK_FILE, RunLock
+
+    first = prepare_output_dir(tmp_path / "run", RESOLVED, lock=True)
+    with pytest.raises(UserError, match=r"in use by another run \(pid \d+"):
+        prepare_output_dir(tmp_path / "run", RESOLVED, lock=True)
+    first.lock.release()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
+    # a holder that died (a real process, already reaped) is taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / "run" / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with RunLock(tmp_path / "run") as lock:
+        assert json.loads(lock.path.read_text())["pid"] == __import__("os").getpid()
+
+
+# Bug caught: a run refused on its data left resolved_config.yaml and an empty train.log in a new directory
+# (which then looked like a run of ours); a directory holding anything else must be left alone.
+def test_a_refused_run_leaves_nothing_behind(tmp_path):
+    from chimed_trl.runs import remove_if_only_ours
+
+    claim = prepare_output_dir(tmp_path / "new" / "run", RESOLVED)
+    write_resolved_config(claim.out, RESOLVED)
+    (claim.out / "train.log").write_text("")
+    assert remove_if_only_ours(claim) and not (tmp_path / "new" / "run").exists() and (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # the user's empty directory stays, emptied of our files only
+    claim = prepare_output_dir(tmp_path / "empty", RESOLVED)
+    write_resolved_config(claim.out, RESOLVED)
+    assert remove_if_only_ours(claim) and list((tmp_path / "empty").iterdir()) == []
+    claim = prepare_output_dir(tmp_path / "kept", RESOLVED)
+    write_resolved_config(claim.out, RESOLVED)
+    (claim.out / "samples.jsonl").write_text("{}\n")  # a result: kept
+    assert not remove_if_only_ours(claim) and (claim.out / "samples.jsonl").exists()
+
+
+# Bugs caught: `api_key_env: sk-...` (a key pasted into the name field) echoed to stderr and saved; the saved
+# config showing `api_key_env: <redacted>` for a plain variable name (the reader no longer knows what to export).
+def test_api_key_env_names_are_kept_and_pasted_keys_never_shown(monkeypatch):
+    from chimed_trl.runs import api_key_from_env
+
+    saved = redact({"api_key_env": "OPENAI_API_KEY", "generation_api_key_env": "sk-proj-abc123", "token": "t"})
+    assert saved == {"api_key_env": "OPENAI_API_KEY", "generation_api_key_env": "<redacted>", "token": "<redacted>"}
+    with pytest.raises(UserError) as e:
+        api_key_from_env("sk-proj-abc123", "responder 'gpt4': api_key_env")
+    assert "abc123" not in str(e.value) and "name of an environment variable" in str(e.value)
+    monkeypatch.delenv("MY_KEY", raising=False)
+    with pytest.raises(UserError, match="environment variable MY_KEY is not set"):
+        api_key_from_env("MY_KEY", "api_key_env")
+    monkeypatch.setenv("MY_KEY", "k-123")
+    assert api_key_from_env("MY_KEY", "api_key_env") == "k-123" and api_key_from_env(None, "x") == "EMPTY"

@@ -48,13 +48,17 @@ from typing import Any
 from chimed_trl.configs import DatasetsJSON, parse_sources
 from chimed_trl.data.records import DataError
 from chimed_trl.data.sources import iter_records
-from chimed_trl.errors import UserError
+from chimed_trl.errors import UserError, json_problem
+from chimed_trl.runs import api_key_from_env, check_env_name
 
 logger = logging.getLogger(__name__)
 
 POLICIES = ("drop_record", "skip_responder", "error")
 OUTPUT_FILE, DROPPED_FILE, SPEC_FILE = "ranked.jsonl", "dropped.jsonl", "augment_spec.json"
-OWN_FILES = (OUTPUT_FILE, DROPPED_FILE, SPEC_FILE, "resolved_config.yaml", "metrics.json")
+# settings of how requests are made, not of what is asked: a finished or resumed run may change them
+REQUEST_KEYS = frozenset(
+    "batch_size max_concurrency max_retries backoff_initial_s backoff_max_s request_timeout_s".split()
+)
 
 
 # ---------------------------------------------------------------- configuration
@@ -119,6 +123,7 @@ def _responder(entry: Any, where: str) -> ResponderConfig:
             raise UserError(f"{where}.{key}: expected {expected}, got {value!r}")
     if entry.get("dtype", "float32") not in LOCAL_DTYPES:
         raise UserError(f"{where}.dtype: expected one of {', '.join(LOCAL_DTYPES)}, got {entry['dtype']!r}")
+    check_env_name(entry.get("api_key_env"), f"{where}.api_key_env")
     responder = ResponderConfig(**entry)
     if responder.base_url and not responder.api_model:
         raise UserError(f"{where}: an endpoint responder needs `api_model` (the request's model name)")
@@ -139,9 +144,7 @@ def parse_responders(entries: list, where: str = "responders") -> list[Responder
             try:
                 entry = json.loads(entry)
             except json.JSONDecodeError as e:
-                raise UserError(
-                    f"{where}[{i}]: not valid JSON ({e.msg} at column {e.colno}): {entry[:60]!r}"
-                ) from None
+                raise UserError(f"{where}[{i}]: not valid JSON ({json_problem(e)}): {entry[:60]!r}") from None
         flat += entry if isinstance(entry, list) else [entry]
     responders = [_responder(e, f"{where}[{i}]") for i, e in enumerate(flat)]
     names = [r.name for r in responders]
@@ -308,11 +311,7 @@ class APIResponder:
         import openai
 
         self.config, self.args, self.stats = config, args, ResponderStats()
-        key = "EMPTY"  # servers without auth (vLLM, transformers serve) accept any key
-        if config.api_key_env:
-            key = os.environ.get(config.api_key_env)
-            if not key:
-                raise UserError(f"responder {config.name!r}: environment variable {config.api_key_env} is not set")
+        key = api_key_from_env(config.api_key_env, f"responder {config.name!r}: api_key_env")
         self.client = openai.OpenAI(
             base_url=config.base_url, api_key=key, timeout=args.request_timeout_s, max_retries=0
         )  # retries are ours, so they are counted and bounded by max_retries
@@ -411,26 +410,14 @@ def _one_line(error: Exception) -> str:
 
 
 # ---------------------------------------------------------------- output files
-def prepare_output_dir(args: AugmentArguments) -> Path:
-    """Create or resume ``output_dir``; refuse a directory we did not write, or a finished run."""
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output_dir {out} exists and is not a directory")
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES and not p.name.startswith("."))
-        if foreign:
-            raise UserError(
-                f"output_dir {out} holds files this tool did not write ({', '.join(foreign[:5])}); pick another"
-            )
-        if (out / "metrics.json").exists():
-            if not args.overwrite_output_dir:
-                raise UserError(
-                    f"output_dir {out} holds a finished augmentation (metrics.json); set overwrite_output_dir: true "
-                    "to start over, or delete metrics.json to extend it with new prompts"
-                )
-            for name in OWN_FILES:
-                (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def claim_output_dir(args: AugmentArguments, resolved: dict):
+    """The run-directory contract (:func:`chimed_trl.runs.prepare_output_dir`, lock held), then the resume
+    check: the responders, positions and policies that wrote ``ranked.jsonl`` must be this run's."""
+    from chimed_trl.runs import RESUME_NEUTRAL_KEYS, prepare_output_dir, write_json
+
+    neutral = RESUME_NEUTRAL_KEYS | REQUEST_KEYS
+    claim = prepare_output_dir(args.output_dir, resolved, args.overwrite_output_dir, lock=True, neutral=neutral)
+    out = claim.out
     spec = {
         "responders": [r.spec() for r in args.responders],
         "input_sources": args.input_sources,
@@ -441,14 +428,15 @@ def prepare_output_dir(args: AugmentArguments) -> Path:
     if spec_path.exists() and (out / OUTPUT_FILE).exists():
         previous = json.loads(spec_path.read_text(encoding="utf-8"))
         if previous != spec:
+            claim.lock.release()
             raise UserError(
                 f"{spec_path}: this run's responders/positions/policies differ from the ones that wrote "
-                f"{out / OUTPUT_FILE} ({previous} vs {spec}); resume with the same ones or use another output_dir"
+                f"{out / OUTPUT_FILE} ({previous} vs {spec}); resume with the same ones, set "
+                "overwrite_output_dir: true to start again (the old run moves to .previous/<time>/), or use "
+                "another output_dir"
             )
-    from chimed_trl.runs import write_json
-
     write_json(spec_path, spec)
-    return out
+    return claim
 
 
 def read_done(path: Path) -> list[dict]:
@@ -627,23 +615,48 @@ def file_summary(out: Path) -> dict:
 
 
 def augment_rankings(args: AugmentArguments) -> dict:
-    """Augment every input list with the responders' answers; returns (and writes last) ``metrics.json``."""
-    from chimed_trl.runs import save_resolved_config, write_json
+    """Augment every input list with the responders' answers; returns (and writes last) ``metrics.json``.
+
+    The output directory follows :mod:`chimed_trl.runs`: a finished run with the same settings is left alone
+    (its metrics returned), ``overwrite_output_dir`` moves an old run to ``.previous/<time>/``, a directory
+    this package did not create is refused whatever the flags say."""
+    from chimed_trl.runs import (
+        BOOKKEEPING_FILES,
+        METRICS_FILE,
+        FinishedRun,
+        remove_if_only_ours,
+        resolve_config,
+        write_json,
+        write_resolved_config,
+    )
 
     args.validate()
     start = time.time()
-    out = prepare_output_dir(args)
-    save_resolved_config(out, augment=args)
-    items, duplicate_inputs = load_items(args)
-    done = {row["id"] for row in read_done(out / OUTPUT_FILE) + read_done(out / DROPPED_FILE)}
-    todo = [item for item in items if item.rid not in done]
-    logger.info("%d prompts: %d already done, %d to ask", len(items), len(items) - len(todo), len(todo))
-    augmenter = Augmenter(args, out)
-    augmenter.total = len(items)
     try:
+        claim = claim_output_dir(args, resolve_config(run={"recipe": "augment"}, augment=args))
+    except FinishedRun as e:
+        logger.warning("%s", e)
+        return json.loads((Path(args.output_dir).expanduser() / METRICS_FILE).read_text(encoding="utf-8"))
+    out = claim.out
+    augmenter = None
+    try:
+        write_resolved_config(out, resolve_config(run={"recipe": "augment"}, augment=args))
+        items, duplicate_inputs = load_items(args)
+        done = {row["id"] for row in read_done(out / OUTPUT_FILE) + read_done(out / DROPPED_FILE)}
+        todo = [item for item in items if item.rid not in done]
+        logger.info("%d prompts: %d already done, %d to ask", len(items), len(items) - len(todo), len(todo))
+        augmenter = Augmenter(args, out)
+        augmenter.total = len(items)
         augmenter.run(todo)
+    except UserError:
+        # a refusal before any answer was written leaves nothing behind in a directory this run found empty
+        claim.lock.release()
+        remove_if_only_ours(claim, BOOKKEEPING_FILES | {SPEC_FILE})
+        raise
     finally:
-        augmenter.close()
+        if augmenter is not None:
+            augmenter.close()
+        claim.lock.release()
     metrics = {
         "stage": "augment",
         "output": str(out / OUTPUT_FILE),
@@ -668,7 +681,7 @@ def augment_rankings(args: AugmentArguments) -> dict:
         "file": file_summary(out),
         "wall_time_s": round(time.time() - start, 2),
     }
-    write_json(out / "metrics.json", metrics)  # last: its presence means every prompt is done
+    write_json(out / METRICS_FILE, metrics)  # last: its presence means every prompt is done
     return metrics
 
 

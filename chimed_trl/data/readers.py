@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chimed_trl.data.records import DataError
+from chimed_trl.errors import json_problem
 
 DEFAULT_ENCODING = "utf-8-sig"  # utf-8 that also accepts a byte-order mark (CCKS files have one)
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt")
@@ -50,7 +51,7 @@ def read_jsonl(path: Path, encoding: str | None = None) -> Iterator[tuple[str, d
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(where, None, f"malformed JSON ({e.msg} at column {e.colno})") from None
+            raise DataError(where, None, f"malformed JSON ({json_problem(e)})") from None
         if not isinstance(row, dict):
             raise DataError(where, None, f"expected a JSON object, got {type(row).__name__}")
         yield where, row
@@ -62,7 +63,7 @@ def read_json(path: Path, encoding: str | None = None):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}", None, f"malformed JSON ({e.msg} at column {e.colno})") from None
+        raise DataError(f"{path}:{e.lineno}", None, f"malformed JSON ({json_problem(e)})") from None
 
 
 def read_json_array(path: Path, encoding: str | None = None) -> Iterator[tuple[str, dict]]:

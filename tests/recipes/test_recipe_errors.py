@@ -55,7 +55,7 @@ def test_config_values_are_checked_before_data(capsys, tmp_path, tiny_model_dir)
     line = fails_with_one_line(
         capsys, "pretrain", [*_args(tmp_path, tiny_model_dir, "recipes/tiny/pretrain.yaml"), "--max_length", "0"]
     )
-    assert "max_length must be a number of tokens >= 1" in line and "pretrain.yaml" in line
+    assert "max_length: must be a number of tokens >= 1" in line and "pretrain.yaml" in line
     assert not (tmp_path / "out" / "data_stats.json").exists()  # refused before the data was read
     bad = tmp_path / "bad.yaml"
     bad.write_text(
