@@ -49,9 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chimed_trl.child import wrap
 from chimed_trl.cli import read_yaml_config
 from chimed_trl.errors import UserError
-from chimed_trl.runs import is_secret_key, looks_like_secret, write_json
+from chimed_trl.runs import RunLock, is_secret_key, looks_like_secret, write_json
 
 STATE_FILE = "pipeline_state.json"
 TINY = "tiny"
@@ -322,7 +323,8 @@ def run_stage(pipe: Pipeline, stage: Stage, verbose: bool) -> tuple[int, float, 
     with log.open("ab") as sink:
         sink.write(f"\n$ {display(cmd)}\n".encode())
         sink.flush()
-        proc = subprocess.Popen(executable(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        # under the supervisor: the stage's whole process tree dies with this pipeline (even on SIGKILL)
+        proc = subprocess.Popen(wrap(executable(cmd)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert proc.stdout is not None
         try:
             while chunk := proc.stdout.read1(65536):  # whatever is there: progress bars show up promptly
@@ -402,6 +404,12 @@ def run_pipeline(pipe: Pipeline, start: str | None = None, dry_run: bool = False
             if not is_done(pipe, stage):
                 raise UserError(f"--from {start}: earlier stage {stage.name!r} has not finished; run without --from")
     state = claim_output_dir(pipe)
+    with RunLock(pipe.output_dir):  # one pipeline per folder: a second one is refused while this one lives
+        return _run_steps(pipe, steps, state, start, verbose)
+
+
+def _run_steps(pipe: Pipeline, steps: list[tuple[Stage, bool]], state: dict, start: str | None, verbose: bool) -> int:
+    total = len(steps)
     if start is not None:
         moved = move_aside(pipe, [s.name for s, run in steps if run])
         if moved:

@@ -58,3 +58,31 @@ def tiny_server(tiny_model_dir):
     command = SERVE_COMMAND.replace("{bindir}", str(Path(sys.executable).parent))
     with LaunchedServer(command, model=str(tiny_model_dir), ready_timeout=120) as server:
         yield server
+
+
+PORT_TAKEN = ("EADDRINUSE", "address already in use", "Address already in use")
+
+
+def accelerate_launch(config_file: str, script_args: list[str], attempts: int = 3, **run_kwargs):
+    """``accelerate launch --config_file ... --main_process_port P <script_args>`` as a subprocess.
+
+    accelerate binds the rendezvous port itself, so a port found free here can be taken by another process
+    before it binds it: when the run fails because the port is in use, it is retried on a new port (the
+    race is the machine's, not the code under test). Returns the CompletedProcess of the last attempt.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    run_kwargs = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 600, **run_kwargs}
+    for _ in range(attempts):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file]
+        proc = subprocess.run([*launch, "--main_process_port", str(port), *script_args], **run_kwargs)
+        if proc.returncode == 0 or not any(
+            marker in (proc.stderr or "") + (proc.stdout or "") for marker in PORT_TAKEN
+        ):
+            return proc
+    return proc

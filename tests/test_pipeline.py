@@ -547,3 +547,61 @@ def test_readme_library_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "README.md:library-example", "exec"), namespace)
     assert (tmp_path / "example/rm").is_dir() and (tmp_path / "example/rs").is_dir()
+
+
+SLEEPER = r"""
+import os, pathlib, subprocess, sys, time
+args = sys.argv[1:]
+flags = dict(zip(args[::2], args[1::2]))
+pathlib.Path(flags["--output_dir"]).mkdir(parents=True, exist_ok=True)
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # like accelerate's workers
+pathlib.Path(os.environ["SLEEPER_PIDS"]).write_text(f"{os.getpid()} {worker.pid}\n")
+time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"  # a zombie is dead
+    except (ProcessLookupError, OSError):
+        return False
+
+
+# Bugs caught: SIGKILL on the pipeline left the running stage (and its workers) alive as orphans, and an
+# immediate rerun started a second run into the same folder while the first still ran.
+def test_a_killed_pipeline_takes_its_stage_along_and_one_pipeline_runs_per_folder(checkout, capsys):
+    import signal
+    import time
+
+    from chimed_trl.runs import RunLock
+
+    (checkout / "recipes" / "sleeper.py").write_text(SLEEPER)
+    path = write_pipeline(checkout, [{"name": "s", "recipe": "sleeper", "config": "cfg.yaml"}])
+    pids = checkout / "pids"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SLEEPER_PIDS": str(pids)}
+    first = subprocess.Popen([sys.executable, "-m", "chimed_trl.pipeline", "--config", str(path)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stage, worker = map(int, pids.read_text().split())
+        assert _alive(stage) and _alive(worker)
+        capsys.readouterr()
+        assert pipeline.main(["--config", str(path)]) == 2  # the second pipeline is refused, nothing started
+        err = capsys.readouterr().err
+        assert f"in use by another run (pid {first.pid}" in err and len(err.strip().splitlines()) == 1
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        deadline = time.monotonic() + 30
+        while (_alive(stage) or _alive(worker)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(stage) and not _alive(worker)
+        with RunLock(checkout / "out"):  # the dead pipeline's lock is taken over
+            pass
+    finally:
+        first.kill()
+        for pid in map(int, pids.read_text().split()) if pids.exists() else ():
+            if _alive(pid):
+                os.kill(pid, 9)

@@ -78,8 +78,8 @@ def train_backend(ctx: Context, backend: str, dataset, cfg: dict, peak: float | 
         "steps_timed": len(timer.times[cfg["warmup"] :]) or len(timer.times),
         "packing_efficiency": trainer.packing_stats["efficiency"],
         "tokens_trained": timer.tokens[-1] if timer.tokens else None,
-        "step_s_median": round(seconds, 4),
-        "tokens_per_s": round(tokens_per_s, 1),
+        "step_s_median": seconds,  # unrounded, like every figure another is derived from; the report rounds
+        "tokens_per_s": tokens_per_s,
         "model_tflops": round(flops / 1e12, 2),
         "mfu": round(flops / peak, 4) if peak else None,
         "fraction_of_measured_matmul": round(flops / matmul, 4),

@@ -2,13 +2,12 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from ..conftest import REPO
+from ..conftest import REPO, accelerate_launch
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -107,36 +106,12 @@ def test_sft_lora_on_cpu(tiny_model_dir, tmp_path):
     assert not (out / "model.safetensors").exists()  # adapters only
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_accelerate_two_processes_on_cpu(tiny_model_dir, tmp_path):
     out = tmp_path / "sft2p"
-    run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            "accelerate_configs/cpu_2proc.yaml",
-            "--main_process_port",
-            str(_free_port()),
-            "recipes/sft.py",
-            "--config",
-            "recipes/tiny/sft.yaml",
-            "--output_dir",
-            str(out),
-            "--model_name_or_path",
-            str(tiny_model_dir),
-            "--ddp_backend",
-            "gloo",
-            "--num_train_epochs",
-            "2",
-        ]
-    )
+    args = ["recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--output_dir", str(out)]
+    args += ["--model_name_or_path", str(tiny_model_dir), "--ddp_backend", "gloo", "--num_train_epochs", "2"]
+    proc = accelerate_launch("accelerate_configs/cpu_2proc.yaml", args, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     m = metrics(out)
     assert m["world_size"] == 2
     assert len(m["batches_per_rank"]) == 2 and all(n > 0 for n in m["batches_per_rank"])

@@ -2,21 +2,14 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from ..conftest import REPO
+from ..conftest import REPO, accelerate_launch
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Catches: ragged tensors gathered across processes (gloo crashes), metrics.json missing or written before the
@@ -25,11 +18,10 @@ def _free_port():
 @pytest.mark.slow
 def test_two_process_reward_run_learns_the_ranking(tiny_model_dir, tmp_path):
     out = tmp_path / "rm2p"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml"]
-    args = ["--main_process_port", str(_free_port()), "recipes/reward.py", "--config", "recipes/tiny/reward.yaml"]
+    args = ["recipes/reward.py", "--config", "recipes/tiny/reward.yaml"]
     args += ["--output_dir", str(out), "--model_name_or_path", str(tiny_model_dir), "--ddp_backend", "gloo"]
     args += ["--test_size", "9"]  # 9 held-out lists: uneven across the 2 processes
-    proc = subprocess.run(launch + args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = accelerate_launch("accelerate_configs/cpu_2proc.yaml", args, env=ENV)
     assert proc.returncode == 0, proc.stderr[-6000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["loss_finite"] and metrics["loss_last"] < metrics["loss_first"]
