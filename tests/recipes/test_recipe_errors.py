@@ -97,3 +97,79 @@ def test_datasets_as_json_on_the_command_line(capsys):
     ]
     line = fails_with_one_line(capsys, "sft", ["--datasets", "[{card: cmmlu}]", *cpu])
     assert "argument --datasets: expects JSON" in line
+
+
+# Bugs caught: invalid YAML (a tab, an unclosed list) was a PyYAML traceback; a typo'd key got HF's developer
+# wording ("add them to the dataclass, or set fail_with_unknown_args=False") with no suggestion, and only after
+# the dataclasses' own checks had failed on something else.
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("learning_rate: 0.1\nstage: sft\ndatasets:\n\t- {card: tiny_sft}\n", r"bad.yaml:4:1: invalid YAML: .*tabs"),
+        ("datasets: [a, b\nstage: sft\n", r"bad.yaml:2:6: invalid YAML: expected ',' or ']'"),
+        ("learning_rte: 0.1\n", r"bad.yaml: unknown key 'learning_rte'; did you mean 'learning_rate'\?"),
+        ("- a\n- b\n", r"bad.yaml: expected a mapping of key: value at the top level"),
+    ],
+    ids=["tab", "unclosed_list", "typo", "not_a_mapping"],
+)
+def test_yaml_mistakes_are_one_line_with_file_line_and_column(capsys, tmp_path, text, expected):
+    import re
+
+    (tmp_path / "bad.yaml").write_text(text)
+    line = fails_with_one_line(capsys, "sft", ["--config", str(tmp_path / "bad.yaml")])
+    assert re.search(expected, line), line
+    assert not list(tmp_path.glob("runs*"))
+
+
+# Bug caught: a typo'd flag on the command line reported without the key it was probably meant to be.
+def test_unknown_flag_gets_did_you_mean(capsys, tmp_path, tiny_model_dir):
+    line = fails_with_one_line(capsys, "sft", [*_args(tmp_path, tiny_model_dir), "--per_device_train_bach_size", "2"])
+    assert "unknown key 'per_device_train_bach_size'; did you mean 'per_device_train_batch_size'" in line
+
+
+# Bugs caught: learning_rate -1 was a torch traceback after the data had loaded; a zero batch size or
+# accumulation reached the trainer. Each is one line naming the key, before data or models load and before
+# the output directory is claimed (nothing is written, so the corrected rerun starts clean).
+@pytest.mark.parametrize(
+    "recipe, flag, value",
+    [
+        ("sft", "learning_rate", "-1"),
+        ("sft", "per_device_train_batch_size", "0"),
+        ("pretrain", "gradient_accumulation_steps", "0"),
+        ("reward", "learning_rate", "0"),
+        ("sft", "lora_dropout", "1.5"),
+    ],
+)
+def test_out_of_range_settings_are_refused_before_anything_loads(
+    capsys, tmp_path, tiny_model_dir, recipe, flag, value
+):
+    config = {
+        "sft": "recipes/tiny/sft.yaml",
+        "pretrain": "recipes/tiny/pretrain.yaml",
+        "reward": "recipes/tiny/reward.yaml",
+    }
+    module = _recipe(recipe)
+    from chimed_trl.cli import run_recipe
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_recipe(
+            module.main, module.ARGUMENT_TYPES, [*_args(tmp_path, tiny_model_dir, config[recipe]), f"--{flag}", value]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: must be "), err
+    assert not (tmp_path / "out").exists()
+
+
+# Bug caught: "Unterminated string starting at at column 5" (JSON's message already ends in "at").
+def test_json_errors_read_without_doubled_words(tmp_path):
+    from chimed_trl.data.readers import read_jsonl
+    from chimed_trl.errors import UserError
+
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": "unterminated', encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        list(read_jsonl(bad))
+    message = str(e.value)
+    assert "Unterminated string starting at: column 10" in message and "at at" not in message
+    assert f"{bad}:2" in message

@@ -49,6 +49,8 @@ def test_bad_ranked_file_is_one_clear_error(tiny_model_dir, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"{bad}:2: field 'responses': duplicate responses" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # validated before anything is kept: the refused run leaves no resolved_config.yaml or empty train.log behind
+    assert not (tmp_path / "out").exists()
 
 
 # Catches: max_length 0 reaching the trainer (every sequence truncated to nothing: a torch traceback mid-run) instead
