@@ -36,7 +36,8 @@ def _split_details(results: dict) -> tuple[dict, dict]:
     summary, details = {}, {}
     for task, value in results.items():
         if task == "scales":
-            summary[task] = {s: {k: v for k, v in r.items() if k not in DETAIL_KEYS} for s, r in value.items()}
+            # a scale's "items" is its item count; its per-item records are its "answers"
+            summary[task] = {s: {k: v for k, v in r.items() if k != "answers"} for s, r in value.items()}
             details[task] = {s: r.get("answers", []) for s, r in value.items()}
         else:
             summary[task] = {k: v for k, v in value.items() if k not in DETAIL_KEYS}

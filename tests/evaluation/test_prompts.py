@@ -65,9 +65,10 @@ def test_cmmlu_anatomy_literal_strings(shared_data):
     """catches: the English file name in the header, 答案： instead of 答案是：, a missing 题目：, the exemplar's
     blank line, exemplars taken from anywhere but the first dev rows."""
     test, dev = _load(shared_data, "test", "anatomy"), _load(shared_data, "dev", "anatomy")
-    (_, q, a, b, c, d, _), d0, d1 = _raw_rows(shared_data / "cmmlu/test/anatomy.csv")[0], *_raw_rows(
-        shared_data / "cmmlu/dev/anatomy.csv"
-    )[:2]
+    (_, q, a, b, c, d, _), d0, d1 = (
+        _raw_rows(shared_data / "cmmlu/test/anatomy.csv")[0],
+        *_raw_rows(shared_data / "cmmlu/dev/anatomy.csv")[:2],
+    )
     zero = f"以下是关于解剖学的单项选择题，请直接给出正确答案的选项。\n\n题目：{q}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\n答案是："
     assert build_prompt(test[0], [], "cmmlu") == zero
     shot = lambda r: f"题目：{r[1]}\nA. {r[2]}\nB. {r[3]}\nC. {r[4]}\nD. {r[5]}\n答案是：{r[6]}\n\n"  # noqa: E731
@@ -163,7 +164,11 @@ def test_subject_tables_and_format_resolution():
     cmmlu, ceval = subject_names("cmmlu"), subject_names("ceval")
     assert len(cmmlu) == 67 and len(ceval) == 52
     assert {s: cmmlu[s] for s in CMMLU_ZH} == CMMLU_ZH
-    assert (ceval["clinical_medicine"], ceval["basic_medicine"], ceval["physician"]) == ("临床医学", "基础医学", "医师资格")
+    assert (ceval["clinical_medicine"], ceval["basic_medicine"], ceval["physician"]) == (
+        "临床医学",
+        "基础医学",
+        "医师资格",
+    )
     assert resolve_format("auto", [{"subject": "anatomy"}]) == "cmmlu"
     assert resolve_format("auto", [{"subject": "clinical_medicine"}]) == "ceval"
     # a subject in both tables: the sources' card decides
