@@ -67,7 +67,9 @@ def test_evaluate_recipe_writes_reports(tiny_model_dir, tmp_path):
         assert f"](items/{task}.jsonl)" in md
     first = json.loads(lines["choice"][0])
     assert first["prompt"].startswith("以下是关于triage的单项选择题") and first["prompt"].endswith("答案是：")
-    assert set(first["probabilities"]) == {"A", "B", "C", "D"} and first["correct"] == (first["prediction"] == first["gold"])
+    assert set(first["probabilities"]) == {"A", "B", "C", "D"} and first["correct"] == (
+        first["prediction"] == first["gold"]
+    )
     for chart in report["charts"]:
         assert f"]({chart})" in md  # linked from report.md
     metrics = json.loads((out / "metrics.json").read_text())

@@ -39,11 +39,11 @@ def official_cmmlu_prompt(subject, dev_df, test_df, i, k, tokenizer=None, max_le
     def example(df, idx, with_answer):
         text = "题目：" + df.iloc[idx, 0]
         for j, letter in enumerate("ABCD"):
-            text += "\n{}. {}".format(letter, df.iloc[idx, j + 1])
+            text += f"\n{letter}. {df.iloc[idx, j + 1]}"
         text += "\n答案是："
-        return text + "{}\n\n".format(df.iloc[idx, 5]) if with_answer else text
+        return text + f"{df.iloc[idx, 5]}\n\n" if with_answer else text
 
-    head = "以下是关于{}的单项选择题，请直接给出正确答案的选项。\n\n".format(CMMLU_ZH[subject])
+    head = f"以下是关于{CMMLU_ZH[subject]}的单项选择题，请直接给出正确答案的选项。\n\n"
     end = example(test_df, i, False)
     if tokenizer is None:
         return head + "".join(example(dev_df, n, True) for n in range(k)) + end

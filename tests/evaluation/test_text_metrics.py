@@ -134,9 +134,7 @@ def test_paper_compat_rouge_is_the_rouge_package():
     assert [(authors_char_tokenize(h), authors_char_tokenize(r)) for h, r in ROUGE_PAIRS] == [
         (h, r) for h, r in ROUGE_WRAPPED
     ]
-    expected = Rouge().get_scores(
-        [h for h, _ in ROUGE_WRAPPED], [r for _, r in ROUGE_WRAPPED], avg=True
-    )
+    expected = Rouge().get_scores([h for h, _ in ROUGE_WRAPPED], [r for _, r in ROUGE_WRAPPED], avg=True)
     scores = text_scores([h for h, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS], paper_compat=True)
     for n in ("1", "2", "L"):
         assert scores[f"ROUGE-{n} (paper_compat)"] == pytest.approx(
