@@ -132,6 +132,8 @@ def test_api_baseline_against_local_server(tmp_path, monkeypatch):
         server.shutdown()
     assert result["settings"]["choice_mode"] == "generate"
     assert result["tasks"]["choice"]["total"] == 5
+    # catches: an API run's report that does not say which served model answered (issue 16)
+    assert "- api_model: `m`" in (tmp_path / "report.md").read_text("utf-8")
     # catches: an assertion that only checks BLEU >= 0. The server answered "建议到医院就诊。" to every dialogue:
     # the exact corpus BLEU-1 against the first 5 references, by the brute-force reference implementation.
     from .test_text_metrics import chars, reference_corpus_bleu
