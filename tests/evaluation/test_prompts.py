@@ -126,8 +126,9 @@ def test_fit_exemplars_hand_counts():
     """Characters as tokens, counted by hand. catches: ties not dropped together, '>' instead of '>='."""
     count = len
     head, question = "H" * 10, "Q" * 5  # fixed = 15
-    # budget 25 - 15 = 10; 3+7+7+2 = 19 >= 10 -> drop both 7s -> 3+2 = 5 < 10: kept in order
-    assert fit_exemplars(head, question, ["aaa", "b" * 7, "c" * 7, "dd"], count, 25) == (head, ["aaa", "dd"])
+    # budget 25 - 15 = 10; 3+4+4+2 = 13 >= 10 -> both 4s go together -> 3+2 = 5 < 10: kept in order
+    # (dropping one 4 at a time would stop at 3+4+2 = 9 and keep a 4)
+    assert fit_exemplars(head, question, ["aaa", "bbbb", "cccc", "dd"], count, 25) == (head, ["aaa", "dd"])
     # budget 20 - 15 = 5; 3+2 = 5 >= 5 -> drop the 3 -> 2 < 5
     assert fit_exemplars(head, question, ["aaa", "dd"], count, 20) == (head, ["dd"])
     # header + question = 15 > 14: the question alone

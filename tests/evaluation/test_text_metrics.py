@@ -128,7 +128,7 @@ def test_paper_compat_rouge_is_the_rouge_package():
     """The `rouge` package (1.0.1) called here directly on hand-wrapped strings, as the authors called it.
 
     catches: clean character ROUGE passed off as the authors' (it splits 'Omeprazole' into letters and counts
-    repeats), hyps and refs swapped, a per-pair average of our own instead of the package's."""
+    repeats), the wrapping skipped (deliberate break: plain per-character joining -> red)."""
     from rouge import Rouge
 
     assert [(authors_char_tokenize(h), authors_char_tokenize(r)) for h, r in ROUGE_PAIRS] == [
