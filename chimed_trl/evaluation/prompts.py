@@ -12,6 +12,19 @@
   header names the record's ``subject`` as written. Not comparable with any published figure.
 
 The subject tables are facts shipped as data (``subject_names.json``, sources named there).
+
+Protocol details the official code leaves open, and what is done here:
+
+- CMMLU reads its CSVs with pandas, which turns an all-numeric column into numbers ("0.50" would print
+  as "0.5"); our loader keeps the text. On the 9 medical subjects (1,860 dev + test rows) the two agree on
+  every cell; a column of numbers only in another subject could differ.
+- CMMLU scores the logits of the bare letter tokens (``convert_tokens_to_ids("A")``); we score the token
+  each letter takes right after the cue, which is the same token on SentencePiece/LLaMA-style vocabularies
+  but stays right on tokenizers where the bare letter is not what follows ``：``.
+- C-Eval's ``eval.py`` passes the English subject name into its template; its README, its prompt figure
+  and lm-evaluation-harness use the Chinese name, as done here. C-Eval's answer-only API evaluator compares
+  a few-shot response with the answer as a whole; we read it with its pattern list in every setting.
+- C-Eval's code has no ``max_length`` rule: a C-Eval prompt always holds the k exemplars asked for.
 """
 
 from __future__ import annotations
