@@ -19,7 +19,7 @@ Protocol details the official code leaves open, and what is done here:
   as "0.5"); our loader keeps the text. On the 9 medical subjects (1,860 dev + test rows) the two agree on
   every cell; a column of numbers only in another subject could differ.
 - CMMLU scores the logits of the bare letter tokens (``convert_tokens_to_ids("A")``); we score the token
-  each letter takes right after the cue, which is the same token on SentencePiece/LLaMA-style vocabularies
+  each letter takes right after the cue: usually the same token on SentencePiece/LLaMA-style vocabularies,
   but stays right on tokenizers where the bare letter is not what follows ``：``.
 - C-Eval's ``eval.py`` passes the English subject name into its template; its README, its prompt figure
   and lm-evaluation-harness use the Chinese name, as done here. C-Eval's answer-only API evaluator compares
