@@ -260,9 +260,13 @@ def _items_section(task: str, worst: dict) -> list[str]:
     lines += ["", f"{len(rows)} worst items:", ""]
     table = []
     for item in rows:
-        metric = item.get("metric") or {
-            "gold probability": (item.get("probabilities") or {}).get(item["gold"]),
-            "read as": item.get("extraction"),
+        metric = item.get("metric") or {  # choice: what the letter scoring gave the gold, or how the answer was read
+            key: value
+            for key, value in (
+                ("gold probability", (item.get("probabilities") or {}).get(item["gold"])),
+                ("read as", item.get("extraction")),
+            )
+            if value is not None
         }
         table.append(
             [
