@@ -136,6 +136,9 @@ def evaluate_scale(
         most_chosen=top_letter,
         position_agreement=sum(a == b and a is not None for a, b in zip(levels, levels_rev)) / len(items),
         reversed_score=score_answers(scale, items, levels_rev),
-        answers=[{"item": i["item"], "letter": a, "level": lv} for i, a, lv in zip(items, letters, levels)],
+        answers=[
+            {"item": i["item"], "prompt": prompt, "prediction": a, "level": lv, "prediction_reversed": b}
+            for i, (prompt, _), a, lv, b in zip(items, asked, letters, levels, letters_rev)
+        ],
     )
     return result

@@ -1,20 +1,25 @@
 """Multiple-choice QA (C-Eval, CMMLU, MedQA-MCMLE): accuracy by the next-token probability of each option letter.
 
-One forward per question, batched with left padding: the prompt ends with ``答案：`` and the
-prediction is the option letter (among *that* question's options) with the highest next-token
-logit. 0-shot or k-shot, exemplars from the dev split of the same subject. An optional
-generate-then-extract mode reads the first option letter of a generated answer.
+One forward per question, batched with left padding: the prompt (the benchmark's own format, see
+:mod:`chimed_trl.evaluation.prompts`) ends with its answer cue and the prediction is the option letter
+(among *that* question's options) with the highest next-token logit. 0-shot or k-shot, exemplars the
+first k dev rows of the same subject. An optional generate-then-extract mode reads the letter of a
+generated answer by the benchmark's own rules (:mod:`chimed_trl.evaluation.extraction`).
+
+Every question gives one item record (id, subject, the exact prompt, gold, prediction, per-option
+probabilities or the raw output, correct): the harness writes them to ``items/choice.jsonl``.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from chimed_trl.evaluation.extraction import extract, generic_letter
+from chimed_trl.evaluation.prompts import ANSWER_CUES, CMMLU_MAX_LENGTH, build_prompt, compose, subject_names
 from chimed_trl.templates import encode_prompt
 
 # The subsets the ChiMed-GPT paper scored.
@@ -30,31 +35,39 @@ PRESETS = {
     ],
     "ceval_paper": ["clinical_medicine", "basic_medicine"],
 }
-ANSWER_CUE = "答案："
+ANSWER_CUE = "答案："  # the attitude scales' cue (their prompts end with it)
+__all__ = ["PRESETS", "build_prompt", "evaluate_choice", "extract_choice", "predict_letters", "resolve_format"]
 
 
-def format_question(record: dict, with_answer: bool = False) -> str:
-    lines = [f"题目：{record['question']}"] + [f"{k}. {v}" for k, v in record["options"].items()]
-    answer = f"{ANSWER_CUE}{record['answer']}" if with_answer else ANSWER_CUE
-    return "\n".join(lines + [answer])
+def extract_choice(text: str, letters: Sequence[str]) -> str | None:
+    """The first standalone option letter in a generated answer (None when there is none)."""
+    return generic_letter(text, letters)
 
 
-def build_prompt(record: dict, exemplars: Sequence[dict] = ()) -> str:
-    subject = record.get("subject") or "医学"
-    header = f"以下是关于{subject}的单项选择题，请直接给出正确答案的选项。"
-    blocks = [format_question(e, with_answer=True) for e in exemplars] + [format_question(record)]
-    return header + "\n\n" + "\n\n".join(blocks)
+def resolve_format(requested: str, records: Sequence[dict], cards: Sequence[str | None] = ()) -> str:
+    """``auto`` -> the benchmark the data comes from: its card (cmmlu/ceval), else the subject table that
+    holds every subject, else ``generic``; any other value is returned as given."""
+    if requested != "auto":
+        return requested
+    for fmt in ("cmmlu", "ceval"):
+        if cards and all(card == fmt for card in cards):
+            return fmt
+    subjects = {r.get("subject") for r in records}
+    for fmt in ("cmmlu", "ceval"):
+        if subjects and subjects <= set(subject_names(fmt)):
+            return fmt
+    return "generic"
 
 
-def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, int]:
-    """The id each letter takes as the token right after ``答案：`` (tokenizer-specific spacing handled)."""
-    base = tokenizer(ANSWER_CUE, add_special_tokens=False).input_ids
+def letter_token_ids(tokenizer, letters: Sequence[str], cue: str = ANSWER_CUE) -> dict[str, int]:
+    """The id each letter takes as the token right after ``cue`` (tokenizer-specific spacing handled)."""
+    base = tokenizer(cue, add_special_tokens=False).input_ids
     ids = {}
     for letter in letters:
-        full = tokenizer(ANSWER_CUE + letter, add_special_tokens=False).input_ids
+        full = tokenizer(cue + letter, add_special_tokens=False).input_ids
         extra = full[len(base) :] if full[: len(base)] == base else None
         if not extra or len(extra) != 1:
-            raise ValueError(f"option letter {letter!r} is not a single token after {ANSWER_CUE!r} for this tokenizer")
+            raise ValueError(f"option letter {letter!r} is not a single token after {cue!r} for this tokenizer")
         ids[letter] = extra[0]
     return ids
 
@@ -95,10 +108,17 @@ def next_token_logits(model, tokenizer, prompts: Sequence[str], batch_size: int 
     return out
 
 
-def predict_letters(model, tokenizer, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 8):
-    """(predicted letter, {letter: probability among the options}) per prompt."""
+def predict_letters(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    options: Sequence[Sequence[str]],
+    batch_size: int = 8,
+    cue: str = ANSWER_CUE,
+):
+    """(predicted letter, {letter: probability among the options}) per prompt; ``cue`` is what prompts end with."""
     letters = sorted({letter for opts in options for letter in opts})
-    ids = letter_token_ids(tokenizer, letters)
+    ids = letter_token_ids(tokenizer, letters, cue)
     letter_logits = next_token_logits(model, tokenizer, prompts, batch_size)[:, [ids[x] for x in letters]]
     # each question competes only among its own options
     allowed = torch.tensor([[x in opts for x in letters] for opts in options])
@@ -108,13 +128,6 @@ def predict_letters(model, tokenizer, prompts: Sequence[str], options: Sequence[
         (letters[b], {x: float(p) for x, p, ok in zip(letters, row.tolist(), flags) if ok})
         for b, row, flags in zip(best, probs, allowed.tolist())
     ]
-
-
-def extract_choice(text: str, letters: Sequence[str]) -> str | None:
-    """The first standalone option letter in a generated answer (None when there is none)."""
-    pattern = rf"(?<![A-Za-z])([{''.join(letters)}])(?![A-Za-z])"
-    match = re.search(pattern, text)
-    return match.group(1) if match else None
 
 
 def select(records: Sequence[dict], subjects: Sequence[str] | str | None) -> list[dict]:
@@ -146,6 +159,31 @@ def accuracy_table(records: Sequence[dict], predictions: Sequence[str | None]) -
     }
 
 
+def exemplars_for(records: Sequence[dict], dev_records: Sequence[dict], k_shot: int) -> list[list[dict]]:
+    """The first ``k_shot`` dev rows of each record's subject, in file order (both benchmarks' rule)."""
+    dev_by_subject: dict[str, list[dict]] = defaultdict(list)
+    for r in dev_records:
+        dev_by_subject[r["subject"]].append(r)
+    return [dev_by_subject[r["subject"]][:k_shot] for r in records]
+
+
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """Tokens of a piece of text as CMMLU counts them: ``tokenizer.encode`` (special tokens included)."""
+    return lambda text: len(tokenizer.encode(text))
+
+
+def _item(record: dict, prompt: str, prediction: str | None, **extra) -> dict:
+    return {
+        "id": record["id"],
+        "subject": record["subject"],
+        "prompt": prompt,
+        "gold": record["answer"],
+        "prediction": prediction,
+        **extra,
+        "correct": prediction == record["answer"],
+    }
+
+
 def evaluate_choice(
     model,
     tokenizer,
@@ -154,34 +192,44 @@ def evaluate_choice(
     k_shot: int = 0,
     batch_size: int = 8,
     generate: Callable[[list[str]], list[str]] | None = None,
+    prompt_format: str = "generic",
+    max_length: int = CMMLU_MAX_LENGTH,
+    seed: int = 0,
 ) -> dict:
-    """Accuracy per subject, micro and macro. ``generate`` switches to generate-then-extract.
+    """Accuracy per subject, micro and macro, and one item record per question. ``generate`` switches to
+    generate-then-extract.
 
-    ``k_shot`` is what was asked; a subject with fewer dev questions gets what exists, and the table
-    reports the shots actually used (``shots_used``: min/max over questions) beside the request.
+    ``k_shot`` is what was asked; a subject with fewer dev questions gets what exists, and CMMLU's
+    ``max_length`` rule may drop exemplars (local model only: it needs the tokenizer); ``shots_used``
+    (min/max over questions) reports what the prompts really hold.
     """
-    dev_by_subject: dict[str, list[dict]] = defaultdict(list)
-    for r in dev_records:
-        dev_by_subject[r["subject"]].append(r)
-    exemplars = [dev_by_subject[r["subject"]][:k_shot] for r in records]
-    prompts = [build_prompt(r, shots) for r, shots in zip(records, exemplars)]
-    probabilities: list[dict | None] = [None] * len(records)
+    exemplars = exemplars_for(records, dev_records, k_shot)
+    count = token_counter(tokenizer) if tokenizer is not None else None
+    composed = [compose(r, shots, prompt_format, count, max_length) for r, shots in zip(records, exemplars)]
+    prompts = [prompt for prompt, _ in composed]
+    used = [shots for _, shots in composed] or [0]
     if generate is None:
-        results = predict_letters(model, tokenizer, prompts, [list(r["options"]) for r in records], batch_size)
-        predictions = [letter for letter, _ in results]
-        probabilities = [probs for _, probs in results]
+        options = [list(r["options"]) for r in records]
+        results = predict_letters(model, tokenizer, prompts, options, batch_size, ANSWER_CUES[prompt_format])
+        items = [_item(r, p, letter, probabilities=probs) for r, p, (letter, probs) in zip(records, prompts, results)]
     else:
         outputs = generate(prompts)
         if len(outputs) != len(records):
             raise ValueError(f"the generator returned {len(outputs)} outputs for {len(records)} questions")
-        predictions = [extract_choice(text, list(r["options"])) for text, r in zip(outputs, records)]
-    table = accuracy_table(records, predictions)
-    used = [len(shots) for shots in exemplars] or [0]
-    table["k_shot"] = k_shot
-    table["shots_used"] = {"min": min(used), "max": max(used)}
-    table["mode"] = "generate" if generate else "letter_probability"
-    table["predictions"] = [
-        {"id": r["id"], "prediction": p, "answer": r["answer"], "probabilities": probs}
-        for r, p, probs in zip(records, predictions, probabilities)
-    ]
+        items = []
+        for r, p, text in zip(records, prompts, outputs):
+            letter, how = extract(text, prompt_format, list(r["options"]), seed, r["id"])
+            items.append(_item(r, p, letter, output=text, extraction=how))
+    table = accuracy_table(records, [i["prediction"] for i in items])
+    table.update(
+        k_shot=k_shot,
+        shots_used={"min": min(used), "max": max(used)},
+        mode="generate" if generate else "letter_probability",
+        prompt_format=prompt_format,
+        items=items,
+    )
+    if generate is not None:
+        guesses = [i for i in items if i["extraction"] == "fallback_guess"]
+        table["fallback_guesses"] = len(guesses)
+        table["correct_without_guesses"] = table["correct"] - sum(i["correct"] for i in guesses)
     return table

@@ -57,13 +57,30 @@ class EvalArguments:
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Name of the env variable holding the key."})
     batch_size: int = 16
     max_new_tokens: int = 128
-    limit: int | None = field(default=None, metadata={"help": "Cap on records per task (quick runs)."})
+    limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cap on records per task (quick runs); unset or 0 means all. A limited run is marked "
+            "'N of M items' in the report and never placed in a paper column."
+        },
+    )
     # multiple choice
     choice_datasets: list[DatasetsJSON] = field(default_factory=list)
     choice_dev_datasets: list[DatasetsJSON] = field(default_factory=list)
     choice_subjects: str | None = field(default=None, metadata={"help": "A preset: cmmlu_paper or ceval_paper."})
     choice_k_shot: int = 0
     choice_mode: str = field(default="letter_probability", metadata={"help": "letter_probability or generate."})
+    choice_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Prompt format: cmmlu (official CMMLU code), ceval (C-Eval's format), generic, or auto "
+            "(from the sources' card, else the subject names)."
+        },
+    )
+    choice_max_length: int = field(
+        default=2048,
+        metadata={"help": "CMMLU's max_length: exemplars that do not fit are dropped, longest first (local model)."},
+    )
     # NER
     ner_datasets: list[DatasetsJSON] = field(default_factory=list)
     ner_train_datasets: list[DatasetsJSON] = field(default_factory=list)
@@ -96,6 +113,10 @@ class EvalArguments:
                 raise UserError(f"tasks: '{task}' is requested but {TASK_DATASETS[task]} is empty; give its data")
         if not self.tasks:
             raise UserError("nothing to evaluate: give at least one of " + ", ".join(TASK_DATASETS.values()))
+        if self.choice_format not in ("auto", "cmmlu", "ceval", "generic"):
+            raise UserError(f"choice_format: must be auto, cmmlu, ceval or generic, got {self.choice_format!r}")
+        if self.limit is not None and self.limit < 0:
+            raise UserError(f"limit: must be >= 0 (0 or unset: all records), got {self.limit}")
         if self.choice_mode not in ("letter_probability", "generate"):
             raise UserError(f"choice_mode: must be letter_probability or generate, got {self.choice_mode!r}")
         if self.choice_subjects is not None and self.choice_subjects not in PRESETS:
@@ -113,7 +134,7 @@ class EvalArguments:
                 f"paper_dialogue_benchmark: expected one of {', '.join(PAPER_BENCHMARKS['dialogue'])}, "
                 f"got {self.paper_dialogue_benchmark!r}"
             )
-        for key in ("batch_size", "max_new_tokens"):
+        for key in ("batch_size", "max_new_tokens", "choice_max_length"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("choice_k_shot", "ner_k_shot"):

@@ -1,8 +1,11 @@
 """Run the paper's evaluations on one model and write ``report.json``, ``report.md`` and charts.
 
-Each task's result is written to ``output_dir/tasks/<task>.json`` as soon as it finishes, so an
-interrupted run (an API server that goes away) keeps the finished tasks, and a rerun of the same
-command continues with the rest. ``resolved_config.yaml`` is written first, ``metrics.json`` last
+Each task's result is written to ``output_dir/tasks/<task>.json`` as soon as it finishes, with one
+line per item (id, subject, the exact prompt sent, gold, prediction, scores or raw output, correct or
+per-item metric) in ``output_dir/items/<task>.jsonl``, both atomically, so an interrupted run (an API
+server that goes away) keeps the finished tasks, and a rerun of the same command continues with the
+rest. Every task records its ``coverage``: items scored of items available (``limit``) and whether the
+data is a bundled sample; the report never places a limited or stand-in figure in a paper column. ``resolved_config.yaml`` is written first, ``metrics.json`` last
 (its presence means the evaluation finished; the pipeline skips the stage by it).
 """
 
@@ -23,8 +26,8 @@ from chimed_trl.data.sources import load_records
 from chimed_trl.errors import UserError
 from chimed_trl.evaluation import attitude_scales, choice, ner, report
 from chimed_trl.evaluation.config import TASK_DATASETS, EvalArguments
-from chimed_trl.evaluation.text_metrics import text_scores
-from chimed_trl.runs import save_resolved_config, write_json
+from chimed_trl.evaluation.text_metrics import pair_rouge_l, paper_compat_empty_pairs, text_scores
+from chimed_trl.runs import save_resolved_config, write_atomic, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,32 @@ def _records(sources, limit: int | None = None, check_ids: bool = False) -> list
                 seen[record["id"]] = where
         out += records
     return out[:limit] if limit else out
+
+
+def _bundled(sources) -> bool:
+    """Whether any source is one of the package's bundled sample files (stand-ins, not a benchmark)."""
+    from chimed_trl.data import samples
+
+    home = Path(samples.__file__).resolve().parent
+    return any(s.path and Path(s.path).expanduser().resolve().is_relative_to(home) for s in sources)
+
+
+def _limited(records: list[dict], limit: int | None, sources) -> tuple[list[dict], dict]:
+    """The first ``limit`` records (0 or None: all) and the coverage the report states beside the figures."""
+    kept = records[: limit or None]
+    coverage = {
+        "scored": len(kept),
+        "available": len(records),
+        "limit": limit or None,
+        "bundled_sample": _bundled(sources),
+    }
+    return kept, coverage
+
+
+def write_items(out: Path, task: str, items: Sequence[dict]) -> Path:
+    """``items/<task>.jsonl``, one JSON line per item, written atomically (temp file + rename)."""
+    text = "".join(json.dumps(item, ensure_ascii=False, default=str) + "\n" for item in items)
+    return write_atomic(out / "items" / f"{task}.jsonl", text)
 
 
 def _where(sources) -> str:
@@ -99,10 +128,11 @@ def _run_choice(args, model, tokenizer, generate) -> dict:
     records = choice.select(_records(args.choice_datasets, check_ids=True), args.choice_subjects)
     if not records:
         raise UserError(f"choice_datasets ({_where(args.choice_datasets)}): no question of {args.choice_subjects}")
-    records = records[: args.limit or None]
+    records, coverage = _limited(records, args.limit, args.choice_datasets)
     dev = _records(args.choice_dev_datasets)
     if args.choice_k_shot and not dev:
         logger.warning("choice_k_shot=%d but no choice_dev_datasets: running 0-shot", args.choice_k_shot)
+    fmt = choice.resolve_format(args.choice_format, records, [s.card for s in args.choice_datasets])
     use_generation = args.choice_mode == "generate"
     result = choice.evaluate_choice(
         model,
@@ -112,7 +142,11 @@ def _run_choice(args, model, tokenizer, generate) -> dict:
         args.choice_k_shot,
         args.batch_size,
         generate=(lambda p: with_progress(generate, p, "choice", args.batch_size)) if use_generation else None,
+        prompt_format=fmt,
+        max_length=args.choice_max_length,
+        seed=args.seed,
     )
+    result["coverage"] = coverage
     if result["shots_used"]["min"] < args.choice_k_shot:
         logger.warning(
             "choice: %d-shot asked, %s used (dev questions per subject)", args.choice_k_shot, result["shots_used"]
@@ -121,7 +155,7 @@ def _run_choice(args, model, tokenizer, generate) -> dict:
 
 
 def _run_ner(args, generate) -> dict:
-    records = _records(args.ner_datasets, args.limit, check_ids=True)
+    records, coverage = _limited(_records(args.ner_datasets, check_ids=True), args.limit, args.ner_datasets)
     train = _records(args.ner_train_datasets)
     types = args.ner_types or sorted({e["type"] for r in records for e in r["entities"]})
     if args.ner_k_shot > len(train):
@@ -129,17 +163,34 @@ def _run_ner(args, generate) -> dict:
     gen = lambda p: with_progress(generate, p, "ner", args.batch_size)  # noqa: E731
     result = ner.evaluate_ner(gen, records, train, types, min(args.ner_k_shot, len(train)))
     result["k_shot_asked"] = args.ner_k_shot
+    result["coverage"] = coverage
     return result
 
 
 def _run_dialogue(args, generate) -> dict:
-    records = _records(args.dialogue_datasets, args.limit, check_ids=True)
+    records, coverage = _limited(_records(args.dialogue_datasets, check_ids=True), args.limit, args.dialogue_datasets)
     outputs = with_progress(generate, [r["messages"] for r in records], "dialogue", args.batch_size)
-    scores = text_scores(outputs, [r["reference"] for r in records], paper_compat=args.paper_compat)
-    return {
-        "scores": scores,
+    references = [r["reference"] for r in records]
+    result = {
+        "scores": text_scores(outputs, references, paper_compat=args.paper_compat),
         "records": len(records),
-        "outputs": [{"id": r["id"], "output": o, "reference": r["reference"]} for r, o in zip(records, outputs)],
+        "coverage": coverage,
+        "items": [_dialogue_item(r, o) for r, o in zip(records, outputs)],
+    }
+    if args.paper_compat:
+        result["paper_compat_empty_pairs"] = paper_compat_empty_pairs(outputs, references)
+    return result
+
+
+def _dialogue_item(record: dict, output: str) -> dict:
+    """The messages sent are the prompt (the chat template applies them); the metric is the pair's ROUGE-L."""
+    return {
+        "id": record["id"],
+        "subject": None,
+        "prompt": record["messages"],
+        "gold": record["reference"],
+        "prediction": output,
+        "metric": {"ROUGE-L": pair_rouge_l(output, record["reference"])},
     }
 
 
@@ -270,15 +321,18 @@ def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = N
             results[task] = finished[task]
             continue
         results[task] = runners[task]()
+        write_items(out, task, report.task_items(task, results[task]))
         write_json(out / "tasks" / f"{task}.json", results[task])  # kept if a later task fails
 
     settings = {
         "model": model_args.model_name_or_path or args.api_model,
         "adapter": args.adapter_path,
         "api_base_url": args.api_base_url,
+        "api_model": args.api_model,
         "tasks": args.tasks,
         "choice_k_shot_asked": args.choice_k_shot,
         "choice_mode": args.choice_mode,
+        "choice_format": results.get("choice", {}).get("prompt_format"),
         "choice_subjects": args.choice_subjects,
         "ner_k_shot_asked": args.ner_k_shot,
         "paper_compat": args.paper_compat,

@@ -4,6 +4,11 @@ one PNG bar chart per task, linked from ``report.md``.
 The reference rows are the published ChiMed-GPT figures shipped in ``paper_reference.json`` (source:
 arXiv 2311.06025 / the authors' README, synlp/ChiMed-GPT), laid out as the paper's tables, with each
 benchmark's denominator and the places where a comparison is not like for like.
+
+A run's figure is placed in a paper column only when it was computed like the paper's (:func:`placement`):
+all items (no ``limit``), the benchmark's data (not a bundled sample), the benchmark's own prompt and
+subject set, and the authors' metric (``paper_compat``). Otherwise the report says why beside the table.
+Each task section links its ``items/<task>.jsonl`` and lists its 5 worst items.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from pathlib import Path
 from chimed_trl.runs import write_atomic, write_json
 
 # Bulky per-record lists go to their own files, not into report.json.
-DETAIL_KEYS = ("predictions", "outputs", "answers")
+DETAIL_KEYS = ("predictions", "outputs", "answers", "items")
+WORST = 5
 THIS_RUN = "**this run**"
 
 
@@ -30,7 +36,8 @@ def _split_details(results: dict) -> tuple[dict, dict]:
     summary, details = {}, {}
     for task, value in results.items():
         if task == "scales":
-            summary[task] = {s: {k: v for k, v in r.items() if k not in DETAIL_KEYS} for s, r in value.items()}
+            # a scale's "items" is its item count; its per-item records are its "answers"
+            summary[task] = {s: {k: v for k, v in r.items() if k != "answers"} for s, r in value.items()}
             details[task] = {s: r.get("answers", []) for s, r in value.items()}
         else:
             summary[task] = {k: v for k, v in value.items() if k not in DETAIL_KEYS}
@@ -46,25 +53,84 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def _coverage_reasons(result: dict) -> list[str]:
+    coverage = result.get("coverage") or {}
+    reasons = []
+    if coverage and coverage["scored"] < coverage["available"]:
+        reasons.append(f"{coverage['scored']} of {coverage['available']} items (limit: {coverage['limit']})")
+    if coverage.get("bundled_sample"):
+        reasons.append("bundled sample, not the benchmark")
+    return reasons
+
+
+def _choice_reasons(result: dict, benchmark: str) -> list[str]:
+    from chimed_trl.evaluation.choice import PRESETS
+
+    wanted = {"CMMLU": ("cmmlu", "cmmlu_paper"), "C-Eval": ("ceval", "ceval_paper")}.get(benchmark)
+    if wanted is None:  # MedQA: no official prompt to match
+        return []
+    fmt, preset = wanted
+    reasons = []
+    if result.get("prompt_format") != fmt:
+        reasons.append(f"prompt format {result.get('prompt_format')!r}, not {benchmark}'s own ({fmt})")
+    if set(result["per_subject"]) != set(PRESETS[preset]):
+        reasons.append(f"subjects {sorted(result['per_subject'])} are not the paper's ({preset})")
+    return reasons
+
+
+def placement(summary: dict, task: str, benchmark: str | None) -> list[str]:
+    """Why this task's figure may *not* sit in the paper's ``benchmark`` column ([] = it may)."""
+    if not benchmark or task not in summary:
+        return ["no paper benchmark set"]
+    result = summary[task]
+    reasons = _coverage_reasons(result)
+    if task == "choice":
+        reasons += _choice_reasons(result, benchmark)
+    if task == "dialogue" and "ROUGE-1 (paper_compat)" not in result["scores"]:
+        reasons.append("no paper_compat metrics (the paper's BLEU/ROUGE are the authors' computation)")
+    return reasons
+
+
 def comparison(summary: dict, benchmarks: dict) -> dict:
-    """The paper's tables with this run's figures in the column it was set beside (``report.json["paper"]``)."""
+    """The paper's tables with this run's figures in the column it was set beside (``report.json["paper"]``).
+
+    ``this_run`` holds only figures computed like the paper's; ``not_placed`` says, per benchmark, why a
+    figure was kept out of its column."""
     ref = paper_reference()
-    out: dict = {"source": ref["source"], "models": ref["models"], "this_run": {}}
+    out: dict = {"source": ref["source"], "models": ref["models"], "this_run": {}, "not_placed": {}}
     out["choice_accuracy"] = ref["choice_accuracy"]
     out["ner_f1"] = ref["ner_f1"]
     out["open_qa_chimed"], out["dialogue_mc"] = ref["open_qa_chimed"], ref["dialogue_mc"]
-    if "choice" in summary and benchmarks.get("choice"):
+    figures = {}
+    if "choice" in summary:
         c = summary["choice"]
-        out["this_run"][benchmarks["choice"]] = {
+        figures["choice"] = {
             "micro": 100 * c["micro_accuracy"],
             "macro": 100 * c["macro_accuracy"],
             "denominator": c["total"],
         }
-    if "ner" in summary and benchmarks.get("ner"):
-        out["this_run"][benchmarks["ner"]] = {"f1": 100 * summary["ner"]["mention_type"]["f1"]}
-    if "dialogue" in summary and benchmarks.get("dialogue"):
-        out["this_run"][benchmarks["dialogue"]] = summary["dialogue"]["scores"]
+    if "ner" in summary:
+        n = summary["ner"]
+        figures["ner"] = {"f1": 100 * n["paper_compat"]["f1"], "clean_f1": 100 * n["mention_type"]["f1"]}
+    if "dialogue" in summary:
+        figures["dialogue"] = summary["dialogue"]["scores"]
+    for task, figure in figures.items():
+        benchmark = benchmarks.get(task)
+        if not benchmark:
+            continue
+        reasons = placement(summary, task, benchmark)
+        if reasons:
+            out["not_placed"][benchmark] = {"reasons": reasons, **figure}
+        else:
+            out["this_run"][benchmark] = figure
     return out
+
+
+def _not_placed_line(summary: dict, task: str, benchmark: str | None) -> list[str]:
+    reasons = placement(summary, task, benchmark)
+    if not benchmark or not reasons:
+        return []
+    return ["", f"**Not placed in the {benchmark} column** (not comparable with the paper): {'; '.join(reasons)}."]
 
 
 def _choice_reference(summary: dict, benchmark: str | None) -> list[str]:
@@ -74,8 +140,11 @@ def _choice_reference(summary: dict, benchmark: str | None) -> list[str]:
     c = summary["choice"]
     micro, macro = 100 * c["micro_accuracy"], 100 * c["macro_accuracy"]
     run = f"{micro:.2f} micro ({c['correct']}/{c['total']}), {macro:.2f} macro"
-    rows.append([THIS_RUN] + [run if b == benchmark else "—" for b in names])
+    placed = benchmark if not placement(summary, "choice", benchmark) else None
+    if placed:
+        rows.append([THIS_RUN] + [run if b == placed else "—" for b in names])
     lines = ["", "### Paper reference (accuracy %, as published)", ""] + _table(["model", *names], rows)
+    lines += _not_placed_line(summary, "choice", benchmark)
     lines += ["", "Denominators and protocols:"] + [
         f"- **{b}**: {ref[b]['protocol']} {ref[b].get('denominator_notes', '')}".rstrip() for b in names
     ]
@@ -97,15 +166,19 @@ def _ner_reference(summary: dict, benchmark: str | None) -> list[str]:
     ref = paper_reference()["ner_f1"]
     names = [k for k in ref if k != "protocol"]
     rows = [[m] + [_fmt(ref[b][m]) for b in names] for m in paper_reference()["models"]]
-    f1 = 100 * summary["ner"]["mention_type"]["f1"]
-    rows.append([THIS_RUN] + [f"{f1:.2f}" if b == benchmark else "—" for b in names])
+    f1 = 100 * summary["ner"]["paper_compat"]["f1"]
+    placed = benchmark if not placement(summary, "ner", benchmark) else None
+    if placed:
+        rows.append([f"{THIS_RUN} (paper_compat F1)"] + [f"{f1:.2f}" if b == placed else "—" for b in names])
     return (
         ["", "### Paper reference (entity F1 %, as published)", ""]
         + _table(["model", *names], rows)
+        + _not_placed_line(summary, "ner", benchmark)
         + [
             "",
-            f"Protocol: {ref['protocol']} This run: mention/type F1 over "
-            f"{summary['ner']['documents']} documents, {summary['ner']['k_shot']}-shot.",
+            f"Protocol: {ref['protocol']} This run's row is the paper_compat F1 (the authors' line counting) over "
+            f"{summary['ner']['documents']} documents, {summary['ner']['k_shot']}-shot; the clean mention/type "
+            "and offset-strict F1 above are not comparable with the paper's column.",
         ]
     )
 
@@ -116,20 +189,19 @@ def _dialogue_reference(summary: dict, benchmark: str | None) -> list[str]:
     for key, title in (("open_qa_chimed", "ChiMed open QA"), ("dialogue_mc", "MC multi-turn dialogue")):
         ref = paper_reference()[key]
         rows = [[m] + [_fmt(v) for v in ref["scores"][m]] for m in paper_reference()["models"]]
-        if key == benchmark:
-            clean = [scores.get(k) for k in ref["metrics"]]
-            rows.append([f"{THIS_RUN} (clean BLEU)"] + [_fmt(v) for v in clean])
-            if "BLEU-1 (paper_compat)" in scores:
-                compat = [scores["BLEU-1 (paper_compat)"], scores["BLEU-2 (paper_compat)"]] + clean[2:]
-                rows.append([f"{THIS_RUN} (paper_compat BLEU)"] + [_fmt(v) for v in compat])
+        if key == benchmark and not placement(summary, "dialogue", benchmark):
+            compat = [scores[f"{m} (paper_compat)"] for m in ref["metrics"]]
+            rows.append([f"{THIS_RUN} (paper_compat)"] + [_fmt(v) for v in compat])
         lines += ["", f"### Paper reference: {title} (%, as published)", ""] + _table(["model", *ref["metrics"]], rows)
         lines += ["", f"Protocol: {ref['protocol']}" + (f" {ref['notes']}" if ref.get("notes") else "")]
+    lines += _not_placed_line(summary, "dialogue", benchmark)
     lines += [
         "",
-        "Like for like: the paper's BLEU columns were computed the authors' way (the `paper_compat` row), not as "
-        "clean character BLEU; their ROUGE split space-wrapped CJK characters, i.e. character level, as here. "
+        "Like for like: only the `(paper_compat)` figures are computed as the paper's were (the authors' NLTK BLEU "
+        "and the `rouge` package's ROUGE on their space-wrapped strings); the clean character BLEU and ROUGE are "
+        "different metrics and are never placed in the paper's columns. "
         + (
-            f"This run sits in the {benchmark} table."
+            f"This run was set beside the {benchmark} table."
             if benchmark
             else "Set `paper_dialogue_benchmark` to place this run in a table."
         ),
@@ -137,8 +209,85 @@ def _dialogue_reference(summary: dict, benchmark: str | None) -> list[str]:
     return lines
 
 
-def render_markdown(summary: dict, settings: dict, charts: dict | None = None, benchmarks: dict | None = None) -> str:
-    charts, benchmarks = charts or {}, benchmarks or {}
+def _coverage_line(result: dict) -> list[str]:
+    """What the figures were computed on, said before them: all items or 'N of M', and stand-in data."""
+    coverage = result.get("coverage")
+    if not coverage:
+        return []
+    scope = (
+        f"all {coverage['available']} items"
+        if coverage["scored"] == coverage["available"]
+        else f"**{coverage['scored']} of {coverage['available']} items** (limit: {coverage['limit']})"
+    )
+    origin = "; **bundled sample, not the benchmark**" if coverage.get("bundled_sample") else ""
+    return [f"Scored on {scope}{origin}.", ""]
+
+
+def _cell(value, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    text = text.replace("|", "\\|").replace("\n", "⏎")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def task_items(task: str, result: dict) -> list[dict]:
+    """A task's item records (the scales keep theirs per scale, as ``answers``)."""
+    if task != "scales":
+        return result.get("items", [])
+    return [
+        {"id": f"{scale}-{a['item']}", "subject": scale, **a}
+        for scale, r in result.items()
+        for a in r.get("answers", [])
+    ]
+
+
+def worst_items(task: str, result: dict, n: int = WORST) -> list[dict]:
+    """The ``n`` worst items: wrong first, then the lowest gold probability (letter scoring) or per-item metric."""
+    items = task_items(task, result)
+    if task == "scales" or not items:
+        return []
+    if task == "choice":
+        key = lambda i: (i["correct"], (i.get("probabilities") or {}).get(i["gold"], 0.0))  # noqa: E731
+    else:
+        key = lambda i: next(iter(i["metric"].values()))  # noqa: E731
+    return sorted(items, key=key)[:n]
+
+
+def _items_section(task: str, worst: dict) -> list[str]:
+    lines = ["", f"Per-item records (exact prompt, gold, prediction): [items/{task}.jsonl](items/{task}.jsonl)."]
+    rows = worst.get(task) or []
+    if not rows:
+        return lines
+    lines += ["", f"{len(rows)} worst items:", ""]
+    table = []
+    for item in rows:
+        metric = item.get("metric") or {  # choice: what the letter scoring gave the gold, or how the answer was read
+            key: value
+            for key, value in (
+                ("gold probability", (item.get("probabilities") or {}).get(item["gold"])),
+                ("read as", item.get("extraction")),
+            )
+            if value is not None
+        }
+        table.append(
+            [
+                _cell(item["id"]),
+                _cell(item.get("subject") or ""),
+                _cell(item["gold"]),
+                _cell(item["prediction"]),
+                _cell(metric),
+            ]
+        )
+    return lines + _table(["id", "subject", "gold", "prediction", "metric"], table)
+
+
+def render_markdown(
+    summary: dict,
+    settings: dict,
+    charts: dict | None = None,
+    benchmarks: dict | None = None,
+    worst: dict | None = None,
+) -> str:
+    charts, benchmarks, worst = charts or {}, benchmarks or {}, worst or {}
     lines = ["# Evaluation report", "", "## Settings", ""]
     lines += [f"- {k}: `{v}`" for k, v in settings.items()]
     if "choice" in summary:
@@ -149,15 +298,24 @@ def render_markdown(summary: dict, settings: dict, charts: dict | None = None, b
             "",
             "## Multiple-choice QA",
             "",
-            f"Mode: {c['mode']}, {used}-shot (asked: {c['k_shot']}). "
+            *_coverage_line(c),
+            f"Mode: {c['mode']}, prompt format {c.get('prompt_format')}, {used}-shot (asked: {c['k_shot']}). "
             f"Micro accuracy {100 * c['micro_accuracy']:.2f} ({c['correct']}/{c['total']}), "
             f"macro (mean of subjects) {100 * c['macro_accuracy']:.2f}.",
             "",
         ]
+        if "fallback_guesses" in c:
+            lines += [
+                f"Answers read by CMMLU's rule: {c['fallback_guesses']} of {c['total']} were the seeded fallback "
+                f"guess (no pattern matched); correct without the guesses: {c['correct_without_guesses']}. "
+                f"Unanswered: {c['unanswered']}.",
+                "",
+            ]
         lines += _table(
             ["subject", "correct / total", "accuracy"],
             [[s, f"{v['correct']}/{v['total']}", f"{100 * v['accuracy']:.2f}"] for s, v in c["per_subject"].items()],
         )
+        lines += _items_section("choice", worst)
         lines += _choice_reference(summary, benchmarks.get("choice"))
     if "ner" in summary:
         n = summary["ner"]
@@ -165,6 +323,7 @@ def render_markdown(summary: dict, settings: dict, charts: dict | None = None, b
             "",
             "## NER",
             "",
+            *_coverage_line(n),
             f"{n['documents']} documents, {n['k_shot']}-shot (asked: {n.get('k_shot_asked', n['k_shot'])}); "
             f"unparsable output lines: {n['unparsable_lines']}.",
             "",
@@ -173,15 +332,30 @@ def render_markdown(summary: dict, settings: dict, charts: dict | None = None, b
             ["scoring", "precision", "recall", "F1"],
             [
                 [key] + [f"{100 * n[key][m]:.2f}" for m in ("precision", "recall", "f1")]
-                for key in ("mention_type", "offset_strict")
+                for key in ("mention_type", "offset_strict", "paper_compat")
             ],
         )
+        lines += [
+            "",
+            "*paper_compat* counts every output line as a prediction (blank lines, `无` and unparsable lines "
+            "included), as the authors did; it is the only row comparable with the paper's NER column.",
+        ]
+        lines += _items_section("ner", worst)
         lines += _ner_reference(summary, benchmarks.get("ner"))
     if "dialogue" in summary:
         d = summary["dialogue"]
         names = list(d["scores"])
-        lines += ["", "## Open QA / dialogue (character level, 0-100)", "", f"{d['records']} records.", ""]
-        lines += _table(names, [[f"{d['scores'][k]:.2f}" for k in names]])
+        lines += [
+            "",
+            "## Open QA / dialogue (character level, 0-100)",
+            "",
+            *_coverage_line(d),
+            f"{d['records']} records.",
+            "",
+        ]
+        comparable = ["yes" if "(paper_compat)" in k else "no" for k in names]
+        lines += _table(names, [[f"{d['scores'][k]:.2f}" for k in names], comparable])
+        lines += ["", "Last row: whether the column is computed as the paper's was (comparable with its tables)."]
         lines += [
             "",
             "Clean BLEU is corpus-level over characters (whitespace ignored), cumulative, brevity penalty, no "
@@ -195,7 +369,17 @@ def render_markdown(summary: dict, settings: dict, charts: dict | None = None, b
                 "their 'BLEU-1' is a 2-gram BLEU (weights 0.5, 0.5), 'BLEU-2' a 3-gram one. They run higher than "
                 "clean BLEU because the padding spaces (2 of every 3 tokens) and the space-character n-grams match "
                 "almost for free. Do not compare them with the clean columns.",
+                "",
+                "*(paper_compat)* ROUGE is the `rouge` package (1.0.1) itself on the same space-wrapped strings, as "
+                "the authors computed it: whitespace tokens (a Latin word or digit run is one token), unique n-grams, "
+                "summary-level LCS. The clean ROUGE is per-character rouge-score, a different metric."
+                + (
+                    f" {d['paper_compat_empty_pairs']} pair(s) the package cannot score (empty) count as 0."
+                    if d.get("paper_compat_empty_pairs")
+                    else ""
+                ),
             ]
+        lines += _items_section("dialogue", worst)
         lines += _dialogue_reference(summary, benchmarks.get("dialogue"))
     if "scales" in summary:
         lines += ["", "## Attitude scales", ""]
@@ -207,6 +391,7 @@ def render_markdown(summary: dict, settings: dict, charts: dict | None = None, b
                 f"{100 * r['position_agreement']:.1f}%"
                 + (" — **degenerate: one letter for most items**" if r["degenerate"] else "")
             ]
+        lines += ["", "Per-item answers (exact prompt, letter, level): [items/scales.jsonl](items/scales.jsonl)."]
     if charts:
         lines += ["", "## Charts", ""] + [f"![{name}]({path})" for name, path in charts.items()]
     return "\n".join(lines) + "\n"
@@ -261,6 +446,7 @@ def headline_metrics(summary: dict, settings: dict) -> dict:
         )
     if "ner" in summary:
         metrics["ner_f1"] = summary["ner"]["mention_type"]["f1"]
+        metrics["ner_f1_paper_compat"] = summary["ner"]["paper_compat"]["f1"]
     if "dialogue" in summary:
         metrics.update({f"dialogue_{k}": v for k, v in summary["dialogue"]["scores"].items()})
     for scale, r in summary.get("scales", {}).items():
@@ -271,6 +457,7 @@ def headline_metrics(summary: dict, settings: dict) -> dict:
 def write_report(results: dict, settings: dict, out: Path, benchmarks: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary, details = _split_details(results)
+    worst = {task: worst_items(task, result) for task, result in results.items()}
     charts = _charts(summary, out)
     payload = {
         "settings": settings,
@@ -279,6 +466,6 @@ def write_report(results: dict, settings: dict, out: Path, benchmarks: dict | No
         "paper": comparison(summary, benchmarks or {}),
     }
     write_json(out / "details.json", details)
-    write_atomic(out / "report.md", render_markdown(summary, settings, charts, benchmarks))
+    write_atomic(out / "report.md", render_markdown(summary, settings, charts, benchmarks, worst))
     write_json(out / "report.json", payload)
     return payload

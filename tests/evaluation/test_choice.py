@@ -42,9 +42,14 @@ def model(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
 
 
-def test_prompt_with_exemplars():
-    prompt = build_prompt(QUESTIONS[0], [QUESTIONS[1]])
-    assert prompt.count("题目：") == 2 and "答案：A\n\n题目：高血压患者应" in prompt and prompt.endswith("答案：")
+def test_generic_prompt_with_exemplars():
+    """Sets with no official prompt get the CMMLU layout with their own subject text (literal expected string)."""
+    expected = (
+        "以下是关于内科的单项选择题，请直接给出正确答案的选项。\n\n"
+        "题目：糖尿病监测\nA. 血糖\nB. 视力\nC. 听力\nD. 身高\nE. 体温\n答案是：A\n\n"
+        "题目：高血压患者应\nA. 高盐饮食\nB. 低盐饮食\n答案是："
+    )
+    assert build_prompt(QUESTIONS[0], [QUESTIONS[1]]) == expected
 
 
 def test_batched_equals_one_at_a_time_and_respects_options(model, tokenizer):

@@ -50,17 +50,33 @@ def test_evaluate_recipe_writes_reports(tiny_model_dir, tmp_path):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
     assert "## Multiple-choice QA" in md and "## Attitude scales" in md
-    # the paper's reference rows, with denominators, and this run in the configured column (CMMLU)
+    # the paper's reference rows, with denominators; this run (20 of 40 bundled triage items) is *not* in the
+    # CMMLU column it was set beside, and the report says why (issue 16: limited / stand-in rows)
     assert "| ChiMed-GPT | 68.29 | 52.92 | 44.50 |" in md and "617/1166" in md and "28/41" in md
     assert "| ChiMed-GPT | 44.58 | 37.22 | 27.11 | 8.89 | 19.86 |" in md and "SFT mix" in md
-    assert report["paper"]["this_run"]["CMMLU"]["denominator"] == 20
+    assert report["paper"]["this_run"] == {}
+    reasons = report["paper"]["not_placed"]["CMMLU"]["reasons"]
+    assert reasons[:2] == ["20 of 40 items (limit: 20)", "bundled sample, not the benchmark"]
+    assert report["paper"]["not_placed"]["CMMLU"]["denominator"] == 20
+    assert "**Not placed in the CMMLU column**" in md and "**this run**" not in md
+    assert "Scored on **20 of 40 items** (limit: 20); **bundled sample, not the benchmark**." in md
+    # per-item records for every task, linked from the report
+    lines = {t: (out / "items" / f"{t}.jsonl").read_text("utf-8").splitlines() for t in report["tasks"]}
+    assert {t: len(v) for t, v in lines.items()} == {"choice": 20, "ner": 20, "dialogue": 20, "scales": 56}
+    for task in report["tasks"]:
+        assert f"](items/{task}.jsonl)" in md
+    first = json.loads(lines["choice"][0])
+    assert first["prompt"].startswith("以下是关于triage的单项选择题") and first["prompt"].endswith("答案是：")
+    assert set(first["probabilities"]) == {"A", "B", "C", "D"} and first["correct"] == (
+        first["prediction"] == first["gold"]
+    )
     for chart in report["charts"]:
         assert f"]({chart})" in md  # linked from report.md
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["choice_total"] == 20 and (out / "resolved_config.yaml").exists()
     assert (out / "tasks" / "scales.json").exists()
     details = json.loads((out / "details.json").read_text())
-    assert len(details["choice"]["predictions"]) == 20
+    assert len(details["choice"]["items"]) == 20
 
 
 class _ChatHandler(BaseHTTPRequestHandler):
@@ -116,6 +132,8 @@ def test_api_baseline_against_local_server(tmp_path, monkeypatch):
         server.shutdown()
     assert result["settings"]["choice_mode"] == "generate"
     assert result["tasks"]["choice"]["total"] == 5
+    # catches: an API run's report that does not say which served model answered (issue 16)
+    assert "- api_model: `m`" in (tmp_path / "report.md").read_text("utf-8")
     # catches: an assertion that only checks BLEU >= 0. The server answered "建议到医院就诊。" to every dialogue:
     # the exact corpus BLEU-1 against the first 5 references, by the brute-force reference implementation.
     from .test_text_metrics import chars, reference_corpus_bleu
@@ -126,7 +144,7 @@ def test_api_baseline_against_local_server(tmp_path, monkeypatch):
     # it answered "答案是A" to every question: accuracy = share of A answers among the first 5 (hand count: 0)
     answers = [json.loads(x)["answer"] for x in (SAMPLES / "choice_test.jsonl").read_text("utf-8").splitlines()[:5]]
     assert result["tasks"]["choice"]["correct"] == answers.count("A")
-    assert all(p["prediction"] == "A" for p in result["tasks"]["choice"]["predictions"])
+    assert all(p["prediction"] == "A" for p in result["tasks"]["choice"]["items"])
     assert result["tasks"]["scales"]["MICA"]["most_chosen"] == "A" and result["tasks"]["scales"]["MICA"]["degenerate"]
     assert _ChatHandler.seen_auth and all(a == "Bearer sk-secret-123" for a in _ChatHandler.seen_auth)
     for path in (p for p in tmp_path.rglob("*") if p.is_file()):  # the key never reaches saved outputs
@@ -249,7 +267,7 @@ def test_lora_adapter_is_applied(tiny_model_dir, tmp_path):
         EvalArguments(output_dir=str(tmp_path / "lora"), adapter_path=str(adapter), **common), model_args
     )
     assert lora["settings"]["adapter"] == str(adapter)
-    first_plain, first_lora = plain["tasks"]["choice"]["predictions"][0], lora["tasks"]["choice"]["predictions"][0]
+    first_plain, first_lora = plain["tasks"]["choice"]["items"][0], lora["tasks"]["choice"]["items"][0]
     assert first_plain["probabilities"] != pytest.approx(first_lora["probabilities"], abs=1e-3)
     # independent: plain peft on the base, the letter logits at the prompt's last position
     record = json.loads((SAMPLES / "choice_test.jsonl").read_text("utf-8").splitlines()[0])

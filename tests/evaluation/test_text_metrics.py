@@ -108,3 +108,56 @@ def test_bad_lengths_and_empty_input_are_clear_errors():
         text_scores(["a", "b"], ["a"])
     with pytest.raises(UserError, match="no .* pairs to score"):
         text_scores([], [])
+
+
+# Latin words, digits and punctuation (ASCII and full-width), space-wrapped by hand as the authors' tokenizer
+# does (CJK and full-width punctuation wrapped in spaces, the rest as is, outer spaces stripped first).
+ROUGE_PAIRS = [
+    ("胃痛3天，吃了Omeprazole 20mg.", "胃痛可能是胃炎，用PPI 20mg。"),
+    ("Take ibuprofen 400mg twice", "ibuprofen 400mg, twice a day"),
+    ("建议查HbA1c。", "建议复查HbA1c和血糖"),
+]
+ROUGE_WRAPPED = [
+    (" 胃  痛 3 天  ，  吃  了 Omeprazole 20mg.", " 胃  痛  可  能  是  胃  炎  ，  用 PPI 20mg 。 "),
+    ("Take ibuprofen 400mg twice", "ibuprofen 400mg, twice a day"),
+    (" 建  议  查 HbA1c 。 ", " 建  议  复  查 HbA1c 和  血  糖 "),
+]
+
+
+def test_paper_compat_rouge_is_the_rouge_package():
+    """The `rouge` package (1.0.1) called here directly on hand-wrapped strings, as the authors called it.
+
+    catches: clean character ROUGE passed off as the authors' (it splits 'Omeprazole' into letters and counts
+    repeats), the wrapping skipped (deliberate break: plain per-character joining -> red)."""
+    from rouge import Rouge
+
+    assert [(authors_char_tokenize(h), authors_char_tokenize(r)) for h, r in ROUGE_PAIRS] == [
+        (h, r) for h, r in ROUGE_WRAPPED
+    ]
+    expected = Rouge().get_scores([h for h, _ in ROUGE_WRAPPED], [r for _, r in ROUGE_WRAPPED], avg=True)
+    scores = text_scores([h for h, _ in ROUGE_PAIRS], [r for _, r in ROUGE_PAIRS], paper_compat=True)
+    for n in ("1", "2", "L"):
+        assert scores[f"ROUGE-{n} (paper_compat)"] == pytest.approx(
+            100 * expected[f"rouge-{n.lower()}"]["f"], abs=1e-9
+        )
+    # not the clean metric: on these pairs they differ by more than a rounding
+    assert abs(scores["ROUGE-1 (paper_compat)"] - scores["ROUGE-1"]) > 1
+
+
+def test_paper_compat_rouge_scores_an_empty_answer_zero():
+    """The package raises on an empty hypothesis (the authors' script would stop); here it is a 0 among the pairs.
+
+    catches: the whole dialogue task failing on one empty generation, or the empty pair silently dropped (which
+    would raise the average)."""
+    from rouge import Rouge
+
+    from chimed_trl.evaluation.text_metrics import paper_compat_empty_pairs
+
+    hyps = [h for h, _ in ROUGE_PAIRS] + ["", "..."]
+    refs = [r for _, r in ROUGE_PAIRS] + ["建议休息", "多喝水"]
+    with pytest.raises(ValueError, match="Hypothesis is empty"):
+        Rouge().get_scores([authors_char_tokenize(h) for h in hyps], [authors_char_tokenize(r) for r in refs])
+    three = Rouge().get_scores([h for h, _ in ROUGE_WRAPPED], [r for _, r in ROUGE_WRAPPED], avg=True)
+    scores = text_scores(hyps, refs, paper_compat=True)
+    assert scores["ROUGE-L (paper_compat)"] == pytest.approx(100 * three["rouge-l"]["f"] * 3 / 5, abs=1e-9)
+    assert paper_compat_empty_pairs(hyps, refs) == 2
