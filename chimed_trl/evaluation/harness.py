@@ -27,7 +27,20 @@ from chimed_trl.errors import UserError
 from chimed_trl.evaluation import attitude_scales, choice, ner, report
 from chimed_trl.evaluation.config import TASK_DATASETS, EvalArguments
 from chimed_trl.evaluation.text_metrics import pair_rouge_l, paper_compat_empty_pairs, text_scores
-from chimed_trl.runs import save_resolved_config, write_atomic, write_json
+from chimed_trl.runs import (
+    PREVIOUS_DIR,
+    Claim,
+    RunLock,
+    check_env_name,
+    check_output_dir,
+    move_run_aside,
+    read_resolved_config,
+    recipe_of,
+    remove_if_only_ours,
+    save_resolved_config,
+    write_atomic,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -226,24 +239,24 @@ def _check_adapter(adapter_path: str) -> None:
     check_model_source(adapter_path, "adapter_path")  # a missing local path or a file: one line
 
 
-def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> dict:
-    """Finished tasks of an earlier run of the same config (to skip), after checking the directory is ours."""
-    config_path = out / "resolved_config.yaml"
-    not_ours = f"output_dir: {out} holds files that are not an evaluation run's; choose a new directory"
-    if out.exists() and any(out.iterdir()) and not config_path.exists():
-        raise UserError(not_ours)
-    if not config_path.exists():
-        return {}
-    try:
-        saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        saved = None
+def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> tuple[Claim, dict]:
+    """Claim ``out`` (:mod:`chimed_trl.runs`: a directory we did not write is refused whatever the flags say,
+    the lock is taken) and return the finished tasks of an earlier run of the same config (to skip)."""
+    claim = check_output_dir(out)
+    saved = read_resolved_config(out)
     # a training run (or anything else) also saves a resolved_config.yaml: only one with the evaluation's own section
     # is ours, and --overwrite_output_dir never licenses writing over someone else's run
-    if not isinstance(saved, dict) or not isinstance(saved.get("eval"), dict):
-        raise UserError(not_ours)
+    if saved is not None and not isinstance(saved.get("eval"), dict):
+        raise UserError(
+            f"output_dir: {out} holds a {recipe_of(saved)!r} run, not an evaluation; choose a new directory"
+        )
+    claim.lock = RunLock(out).acquire()
+    if saved is None:
+        return claim, {}
     if overwrite:
-        return {}
+        claim.moved_to = move_run_aside(out)
+        logger.warning("overwrite_output_dir: the previous evaluation in %s moved to %s", out, claim.moved_to)
+        return claim, {}
     differing = sorted(
         f"{section}.{key}"
         for section in ("eval", "model")
@@ -251,14 +264,16 @@ def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> dict:
         if key not in NOT_RESULT_KEYS and saved.get(section, {}).get(key) != resolved.get(section, {}).get(key)
     )
     if differing:
+        claim.lock.release()
         raise UserError(
-            f"output_dir: {out} holds an evaluation with a different config ({', '.join(differing)}); "
-            "use a new output_dir or --overwrite_output_dir true"
+            f"output_dir: {out} holds an evaluation with a different config ({', '.join(differing)}); rerun with "
+            f"its settings, use --overwrite_output_dir true (the old run moves to {PREVIOUS_DIR}/<time>/), or use a "
+            "new output_dir"
         )
     finished = {}
     for path in sorted((out / "tasks").glob("*.json")):
         finished[path.stem] = json.loads(path.read_text(encoding="utf-8"))
-    return finished
+    return claim, finished
 
 
 def _resolved(args: EvalArguments, model_args: ChimedModelConfig) -> dict:
@@ -278,19 +293,24 @@ def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = N
         raise UserError("model_name_or_path: give a local model (or hub id), or api_base_url + api_model")
     if args.adapter_path and not args.api_base_url:
         _check_adapter(args.adapter_path)
-    out = Path(args.output_dir)
-    finished = _prepare_output_dir(out, _resolved(args, model_args), args.overwrite_output_dir)
-    if (out / "metrics.json").exists() and not args.overwrite_output_dir and set(args.tasks) <= set(finished):
+    check_env_name(args.api_key_env, "api_key_env")
+    out = Path(args.output_dir).expanduser()
+    claim, finished = _prepare_output_dir(out, _resolved(args, model_args), args.overwrite_output_dir)
+    try:
+        return _evaluate(args, model_args, out, finished, start)
+    except UserError:
+        claim.lock.release()
+        remove_if_only_ours(claim)  # refused before any task finished: nothing left behind
+        raise
+    finally:
+        claim.lock.release()
+
+
+def _evaluate(args: EvalArguments, model_args: ChimedModelConfig, out: Path, finished: dict, start: float) -> dict:
+    if (out / "metrics.json").exists() and set(args.tasks) <= set(finished):
         logger.info("evaluation already finished in %s (metrics.json); --overwrite_output_dir true reruns it", out)
         print(f"already finished: {out / 'report.md'}")
         return json.loads((out / "report.json").read_text(encoding="utf-8"))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "tasks").mkdir(exist_ok=True)
-    except OSError as e:
-        raise UserError(f"output_dir: cannot write {out}: {e.strerror}") from None
-    if args.overwrite_output_dir:
-        (out / "metrics.json").unlink(missing_ok=True)
     save_resolved_config(out, eval=args, model=model_args)
     set_seed(args.seed)
 

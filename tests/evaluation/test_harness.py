@@ -128,6 +128,12 @@ def test_api_baseline_against_local_server(tmp_path, monkeypatch):
             limit=5,
         )
         result = run_evaluation(args)
+        # catches: --overwrite_output_dir deleting the earlier evaluation instead of moving it aside, whole
+        before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        args.overwrite_output_dir = True
+        assert run_evaluation(args)["tasks"]["choice"]["total"] == 5
+        (previous,) = (tmp_path / ".previous").iterdir()
+        assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before
     finally:
         server.shutdown()
     assert result["settings"]["choice_mode"] == "generate"
@@ -185,7 +191,7 @@ def test_output_dir_of_a_training_run_is_refused(tmp_path, overwrite):
         (run / name).write_bytes(data)
     choice = [{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}]
     args = EvalArguments(output_dir=str(run), choice_datasets=choice, overwrite_output_dir=overwrite)
-    with pytest.raises(UserError, match=r"holds files that are not an evaluation run's"):
+    with pytest.raises(UserError, match=r"holds a 'model\+script\+training' run, not an evaluation"):
         run_evaluation(args, ChimedModelConfig(model_name_or_path="unused-because-the-dir-is-refused-first"))
     assert {p.name: p.read_bytes() for p in run.iterdir()} == files
 
