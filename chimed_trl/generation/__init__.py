@@ -7,12 +7,15 @@ the duration of a ``with`` block (:mod:`.server`). No in-process vLLM engine shi
 tested here (no GPU); at scale run ``vllm serve`` through :func:`launch_for_model`.
 """
 
-from chimed_trl.generation.base import Generator, Prompt, SamplingParams, as_messages
-from chimed_trl.generation.openai_backend import OpenAIGenerator
+from chimed_trl.generation.base import Completion, Generator, Prompt, SamplingParams, as_messages
+from chimed_trl.generation.openai_backend import OpenAIGenerator, check_server, failure_line
 from chimed_trl.generation.server import GenerationServerConfig, LaunchedServer, free_port, launch_for_model
 from chimed_trl.generation.transformers_backend import SeededSampler, TransformersGenerator
 
 __all__ = [
+    "Completion",
+    "check_server",
+    "failure_line",
     "GenerationServerConfig",
     "Generator",
     "LaunchedServer",

@@ -7,18 +7,27 @@ filters are kept; the policy is fine-tuned on them (loss on the answer only) wit
 
 Outputs in ``output_dir``::
 
-    round_<r>/samples.jsonl   one line per (prompt, sample): prompt_id, sample, text, reward, kept, backend
+    round_<r>/generated.jsonl server backends: each answer as it came back (prompt_id, sample, text, truncated)
+    round_<r>/samples.jsonl   one line per (prompt, sample): prompt_id, sample, text, reward, kept, truncated,
+                              over_length, backend
     round_<r>/ranked.jsonl    the kept answers as ranked records (retrain the listwise reward model on them)
     round_<r>/policy/         the fine-tuned policy (full weights or the LoRA adapter)
-    round_<r>/stats.json      reward mean/min/max (all, kept), acceptance, distinct-2, mean length
+    round_<r>/stats.json      reward mean/std/min/max (all, kept), kept/truncated shares, duplicates dropped,
+                              over-long prompts and answers, generation/scoring/training seconds, samples/s
     reward_by_round.png       reward distribution per round
     <policy files>            the final policy
     metrics.json              per-round stats, written last
 
-Resume: the store is read back on start; prompts already generated and scored are not generated again
-(a torn last line or a half-written prompt is dropped first), and a round whose policy and stats exist
-is skipped. Each prompt is sampled with its own seed (:func:`prompt_seed`), so the samples do not depend
-on how prompts are split across processes or batched.
+Resume: the stores are read back on start (:mod:`.store`); prompts already scored, and answers already
+generated, are not generated again (a torn last line or a half-written prompt is dropped first), and a
+round whose policy and stats exist is skipped. Each prompt is sampled with its own seed
+(:func:`~.sampling.prompt_seed`), so the samples do not depend on how prompts are split across processes
+or batched, nor on the order a server answers in.
+
+Answers that hit ``max_new_tokens`` (``truncated``) and answers whose prompt + answer exceed ``max_length``
+(``over_length``) are never kept, unless ``keep_truncated`` (truncated only). Over-long prompts follow
+``prompt_overflow``. The pieces: :mod:`.config`, :mod:`.sampling`, :mod:`.selection`, :mod:`.store`,
+:mod:`.policy` (the SFT update); this module runs the rounds and writes the outputs.
 
 Example::
 
@@ -36,31 +45,26 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import os
 import shutil
-import statistics
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
-from trl import SFTConfig
 
 from chimed_trl.errors import UserError
+from chimed_trl.generation.base import Completion
 from chimed_trl.runs import (
     RESOLVED_CONFIG,
-    RESUME_NEUTRAL_KEYS,
     config_differences,
-    last_checkpoint,
     move_secrets_to_env,
     resolve_config,
     write_atomic,
@@ -68,246 +72,29 @@ from chimed_trl.runs import (
     write_resolved_config,
 )
 from chimed_trl.scoring import build_scorer, check_scores
+from chimed_trl.trainers.rejection_sampling.config import RERUN_NEUTRAL_KEYS, RejectionSamplingConfig
+from chimed_trl.trainers.rejection_sampling.policy import PolicyUpdate
+from chimed_trl.trainers.rejection_sampling.sampling import (
+    check_prompts,
+    fit_prompts,
+    generate_local,
+    in_chunks,
+    sampling_params,
+    stream_server,
+    token_count,
+)
+from chimed_trl.trainers.rejection_sampling.selection import round_stats, select
+from chimed_trl.trainers.rejection_sampling.store import GenerationStore, SampleStore
 
 logger = logging.getLogger(__name__)
-BACKENDS = ("transformers", "server", "launch")
 RUN_FILE = "rejection_sampling_run.json"
-# settings that do not change what a rerun samples, scores or trains (where and how fast it runs)
-RERUN_NEUTRAL_KEYS = RESUME_NEUTRAL_KEYS | frozenset(
-    "generation_batch_size generation_base_url generation_api_key_env generation_server reward_batch_size".split()
-)
 
 
-@dataclass
-class RejectionSamplingConfig(SFTConfig):
-    """``SFTConfig`` (the fine-tuning of each round) plus the sampling, scoring and selection settings."""
-
-    num_rounds: int = field(default=1, metadata={"help": "Sample -> score -> keep -> fine-tune rounds."})
-    num_samples: int = field(default=4, metadata={"help": "Answers sampled per prompt per round."})
-    top_k: int = field(default=1, metadata={"help": "Answers kept per prompt (best first), after the filters."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
-    sampling_top_k: int = field(
-        default=0, metadata={"help": "Sample among the k most likely tokens (0: all; `top_k` is the answers kept)."}
-    )
-    max_new_tokens: int = field(default=256, metadata={"help": "Longest answer, in tokens."})
-    min_reward: float | None = field(default=None, metadata={"help": "Drop answers scoring below this."})
-    min_margin: float | None = field(
-        default=None, metadata={"help": "Keep only answers scoring at least this much above the prompt's mean."}
-    )
-    dedup_samples: bool = field(default=True, metadata={"help": "Drop exact duplicate answers of a prompt."})
-    include_reference: bool = field(
-        default=False, metadata={"help": "The dataset's reference answer competes as one more candidate."}
-    )
-    generation_backend: str = field(
-        default="transformers",
-        metadata={"help": "transformers (in process), server (generation_base_url) or launch (generation_server)."},
-    )
-    generation_batch_size: int = field(default=8, metadata={"help": "Prompts per process between store writes."})
-    generation_base_url: str | None = field(default=None, metadata={"help": "server: OpenAI-compatible URL."})
-    generation_model: str | None = field(default=None, metadata={"help": "server: the served model's name."})
-    generation_api_key_env: str = field(
-        default="OPENAI_API_KEY", metadata={"help": "server: the environment variable holding the key."}
-    )
-    generation_server: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={"help": 'launch: {command: "vllm serve {model} --port {port} ...", ready_timeout: 600}.'},
-    )
-    generation_honours_n: bool = field(
-        default=False,
-        metadata={"help": "server/launch: one request with `n` per prompt (vLLM, SGLang); else one per sample."},
-    )
-    generation_sampling_via: str = field(
-        default="openai",
-        metadata={
-            "help": "server/launch: `openai` (temperature/top_p fields: vLLM, SGLang) or `generation_config` "
-            "(extra_body, what `transformers serve` needs to sample at all)."
-        },
-    )
-    reward_model_path: str | None = field(
-        default=None, metadata={"help": "Reward model directory (full or LoRA SEQ_CLS adapter)."}
-    )
-    reward_batch_size: int = field(default=16, metadata={"help": "Pairs per reward-model forward pass."})
-    reward_max_length: int = field(default=2048, metadata={"help": "Tokens kept (from the end) per scored pair."})
-    write_ranked: bool = field(default=True, metadata={"help": "Write round_<r>/ranked.jsonl of kept answers."})
-    assistant_only_loss: bool = field(
-        default=True, metadata={"help": "Loss on the kept answer only (needs a template with generation markers)."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.generation_server, str):
-            self.generation_server = json.loads(self.generation_server)
-        if self.num_rounds < 1 or self.num_samples < 1 or self.top_k < 1:
-            raise UserError("num_rounds, num_samples and top_k must be >= 1")
-        if self.top_k > self.num_samples + int(self.include_reference):
-            raise UserError(
-                f"top_k={self.top_k} is larger than num_samples={self.num_samples}: "
-                "there are not that many answers to keep per prompt"
-            )
-        if self.temperature <= 0:
-            raise UserError(f"temperature must be > 0 for sampling, got {self.temperature}")
-        if self.generation_backend not in BACKENDS:
-            raise UserError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
-        if self.generation_backend == "server" and not self.generation_base_url:
-            raise UserError("generation_backend: server needs generation_base_url")
-        if self.generation_backend == "server" and self.num_rounds > 1:
-            # an external server keeps serving the initial policy: rounds >= 1 would sample a stale model
-            raise UserError(
-                f"generation_backend: server with num_rounds={self.num_rounds}: the external server would serve the "
-                "initial policy in every round; use generation_backend: launch (a server started on each round's "
-                "policy) or num_rounds: 1"
-            )
-        if self.generation_backend == "launch":
-            self._check_generation_server()
-
-    def _check_generation_server(self) -> None:
-        """The launch command is checked here, before any model loads (a bad template would fail after)."""
-        from chimed_trl.generation.server import check_command_template
-
-        server = self.generation_server or {}
-        if not isinstance(server, dict) or not isinstance(server.get("command"), str):
-            raise UserError('generation_backend: launch needs generation_server: {command: "... {model} {port}"}')
-        unknown = sorted(set(server) - {"command", "ready_timeout"})
-        if unknown:
-            raise UserError(f"generation_server: unknown keys {unknown}; it takes command, ready_timeout")
-        check_command_template(server["command"])
+def new_timings() -> dict:
+    return {"generation_seconds": 0.0, "scoring_seconds": 0.0, "generated_samples": 0}
 
 
-def prompt_seed(seed: int, round_index: int, prompt_id: str) -> int:
-    """The sampling seed of one prompt in one round: independent of rank, batch and order."""
-    digest = hashlib.blake2b(f"{seed}:{round_index}:{prompt_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % (2**31 - 1)
-
-
-def prompt_id(prompt: list[dict]) -> str:
-    return hashlib.blake2b(json.dumps(prompt, ensure_ascii=False).encode(), digest_size=8).hexdigest()
-
-
-def select(texts: list[str], rewards: list[float], top_k: int, min_reward=None, min_margin=None, dedup=True):
-    """Kept flags of one prompt's candidates: drop empty answers, duplicates and those under the floors, then top-k.
-
-    The margin is taken over the prompt's mean reward; ties keep the earlier candidate.
-    """
-    mean = statistics.fmean(rewards) if rewards else 0.0
-    seen, eligible = set(), []
-    for i, (text, reward) in enumerate(zip(texts, rewards)):
-        if not text.strip() or (dedup and text in seen):
-            continue
-        seen.add(text)
-        if min_reward is not None and reward < min_reward:
-            continue
-        if min_margin is not None and reward < mean + min_margin:
-            continue
-        eligible.append(i)
-    best = sorted(eligible, key=lambda i: (-rewards[i], i))[:top_k]
-    return [i in best for i in range(len(texts))]
-
-
-def distinct_n(texts: list[str], n: int = 2) -> float:
-    """Distinct character n-grams over all n-grams (characters: Chinese has no spaces)."""
-    grams = [t[i : i + n] for t in texts for i in range(len(t) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def _summary(values: list[float], prefix: str) -> dict:
-    if not values:
-        return {f"{prefix}_mean": None, f"{prefix}_min": None, f"{prefix}_max": None}
-    return {f"{prefix}_mean": statistics.fmean(values), f"{prefix}_min": min(values), f"{prefix}_max": max(values)}
-
-
-def round_stats(lines: list[dict]) -> dict:
-    samples = [x for x in lines if x["source"] == "policy"]
-    kept = [x for x in lines if x["kept"]]
-    texts = [x["text"] for x in samples]
-    return {
-        "prompts": len({x["prompt_id"] for x in lines}),
-        "samples": len(samples),
-        "kept": len(kept),
-        "kept_reference": sum(x["source"] == "reference" for x in kept),
-        **_summary([x["reward"] for x in samples], "reward"),
-        **_summary([x["reward"] for x in kept], "kept_reward"),
-        "acceptance_rate": sum(x["kept"] for x in samples) / len(samples) if samples else 0.0,
-        "distinct_2": distinct_n(texts, 2),
-        "mean_length": statistics.fmean(len(t) for t in texts) if texts else 0.0,
-        "empty_answers": sum(not t.strip() for t in texts),
-    }
-
-
-def check_prompts(rows, where: str = "train_dataset") -> list[dict]:
-    """``[{"id", "prompt", "reference"}]``; a prompt must be a non-empty message list ending with a user turn."""
-    prompts, ids = [], set()
-    duplicates = 0
-    for i, row in enumerate(rows):
-        place = f"{where}[{i}]"
-        if not isinstance(row, dict) or "prompt" not in row:
-            raise UserError(f"{place}: expected a mapping with a 'prompt' (a message list or a user string)")
-        messages = [{"role": "user", "content": row["prompt"]}] if isinstance(row["prompt"], str) else row["prompt"]
-        if not isinstance(messages, list) or not messages:
-            raise UserError(f"{place}: field 'prompt': empty prompt")
-        last = messages[-1]
-        if not isinstance(last, dict) or last.get("role") != "user":
-            role = last.get("role") if isinstance(last, dict) else type(last).__name__
-            raise UserError(f"{place}: field 'prompt': must end with a user turn, ends with {role!r}")
-        if not str(last.get("content") or "").strip():
-            raise UserError(f"{place}: field 'prompt': empty prompt (the last user turn has no text)")
-        pid = str(row["id"]) if row.get("id") is not None else prompt_id(messages)
-        if pid in ids:
-            if row.get("id") is not None:
-                raise UserError(f"{place}: field 'id': duplicate prompt id {pid!r}")
-            duplicates += 1
-            continue
-        ids.add(pid)
-        reference = row.get("reference")
-        prompts.append({"id": pid, "prompt": [dict(m) for m in messages], "reference": reference})
-    if not prompts:
-        raise UserError(f"{where}: no prompts")
-    if duplicates:
-        logger.warning("%s: skipped %d duplicate prompts", where, duplicates)
-    return prompts
-
-
-def parse_lines(text: str) -> list[dict]:
-    # split on "\n" only: str.splitlines() also splits on U+2028, U+0085, ..., which sampled text may hold
-    # and json.dumps(ensure_ascii=False) leaves unescaped
-    return [json.loads(x) for x in text.split("\n") if x.strip()]
-
-
-class SampleStore:
-    """``round_<r>/samples.jsonl``: whole lines, appended by the main process, flushed and fsynced per batch."""
-
-    def __init__(self, path: Path, lines_per_prompt: int):
-        self.path, self.lines_per_prompt = path, lines_per_prompt
-
-    def repair(self) -> None:
-        """Drop a torn last line and any prompt with fewer lines than a complete one (a killed write)."""
-        if not self.path.exists():
-            return
-        raw = self.path.read_bytes()
-        complete = raw[: raw.rfind(b"\n") + 1]
-        lines = parse_lines(complete.decode("utf-8"))
-        counts: dict[str, int] = {}
-        for line in lines:
-            counts[line["prompt_id"]] = counts.get(line["prompt_id"], 0) + 1
-        whole = [x for x in lines if counts[x["prompt_id"]] == self.lines_per_prompt]
-        if len(whole) != len(lines) or len(complete) != len(raw):
-            logger.warning("%s: dropped %d partial lines of an interrupted run", self.path, len(lines) - len(whole))
-            write_atomic(self.path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in whole))
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return parse_lines(self.path.read_text(encoding="utf-8"))
-
-    def append(self, lines: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-class RejectionSamplingTrainer:
+class RejectionSamplingTrainer(PolicyUpdate):
     """Best-of-n / top-k rejection-sampling fine-tuning (see the module docstring)."""
 
     def __init__(
@@ -334,10 +121,22 @@ class RejectionSamplingTrainer:
         self.peft_config, self.callbacks = peft_config, callbacks
         _ = self.args.device  # sets up the process group (gloo/NCCL) the way the SFT trainer will
         self.state = PartialState()
-        self.prompts = check_prompts(list(train_dataset or []))
-        if self.args.include_reference and any(not p["reference"] for p in self.prompts):
-            missing = next(i for i, p in enumerate(self.prompts) if not p["reference"])
+        self.check_generation_server()  # before any model loads: a dead server is one line, not a late traceback
+        prompts = check_prompts(list(train_dataset or []))
+        if self.args.include_reference and any(not p["reference"] for p in prompts):
+            missing = next(i for i, p in enumerate(prompts) if not p["reference"])
             raise UserError(f"train_dataset[{missing}]: include_reference is on but the prompt has no 'reference'")
+        if processing_class is None:
+            from transformers import AutoTokenizer
+
+            processing_class = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = processing_class
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        a = self.args
+        self.prompts, self.prompt_counts = fit_prompts(
+            prompts, self.tokenizer, a.max_length, a.max_new_tokens, a.prompt_overflow
+        )
         reward_model = reward_model if reward_model is not None else self.args.reward_model_path
         if reward_model is None:
             raise UserError("no reward: give reward_model_path (a reward-model directory) or a reward function")
@@ -351,17 +150,25 @@ class RejectionSamplingTrainer:
         )
         if hasattr(self.scorer, "model"):
             self.scorer.model.to(self.args.device)
-        if processing_class is None:
-            from transformers import AutoTokenizer
-
-            processing_class = AutoTokenizer.from_pretrained(self.model_path)
-        self.tokenizer = processing_class
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.output_dir = Path(self.args.output_dir)
         self.round_metrics: list[dict] = []
         self.last_server = None  # the launched generation server of the latest round (stopped after it)
+        self.timings = new_timings()  # of the round in progress, this attempt (a resumed round counts its own)
         self._claim_output_dir()
+
+    def check_generation_server(self) -> None:
+        """``generation_backend: server``: every replica answers ``/models`` and serves the model (one line if not)."""
+        from chimed_trl.generation.openai_backend import check_server
+
+        if self.args.generation_backend != "server":
+            return
+        key = os.environ.get(self.args.generation_api_key_env)
+        for url in self.args.base_urls:
+            check_server(url, self.served_model, api_key=key)
+
+    @property
+    def served_model(self) -> str:
+        return self.args.generation_model or self.model_path
 
     # ----- the run ---------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -376,11 +183,17 @@ class RejectionSamplingTrainer:
 
     def run_round(self, r: int) -> dict:
         model = self.load_policy(r) if self.args.generation_backend == "transformers" else None
+        self.timings = new_timings()
         self.sample_and_score(r, model)
         lines = SampleStore(self.round_dir(r) / "samples.jsonl", self._lines_per_prompt).read()
-        stats = {"round": r, "policy": self.policy_source(r), **round_stats(lines)}
+        stats = {"round": r, "policy": self.policy_source(r), **round_stats(lines, self.args.dedup_samples)}
+        stats.update(self.prompt_counts)
         model = model if model is not None else self.load_policy(r)
+        started = time.perf_counter()
         trainer = self.fine_tune(r, model, lines)
+        stats.update(self.timings, training_seconds=time.perf_counter() - started)
+        seconds = stats["generation_seconds"]  # of this attempt: a resumed round counts what it generated itself
+        stats["samples_per_second"] = stats["generated_samples"] / seconds if stats["generated_samples"] else None
         stats["train_loss"] = trainer.state.log_history[-1].get("train_loss") if trainer else None
         if trainer is not None:  # the same figures through the trainer's loggers (tensorboard, wandb, ...)
             trainer.log({f"rejection_sampling/{k}": v for k, v in stats.items() if isinstance(v, int | float)})
@@ -408,55 +221,121 @@ class RejectionSamplingTrainer:
             logger.info("round %d: %d prompts already sampled and scored, %d to go", r, len(done), len(pending))
         if not pending:
             return
-        world, rank = self.state.num_processes, self.state.process_index
-        step = world * self.args.generation_batch_size
         bar = tqdm(total=len(pending), desc=f"round {r}: sample+score", disable=not self.state.is_main_process)
         with self.generator(r, model) as generator:
-            for start in range(0, len(pending), step):
-                local = pending[start : start + step][rank::world]  # each rank: its own shard, sampled and scored
-                lines = self.sample_batch(r, generator, local)
-                gathered = gather_object(lines)  # every rank takes part, even with an empty shard
-                if self.state.is_main_process:
-                    store.append(gathered)
-                bar.update(len(pending[start : start + step]))
+            if self.args.generation_backend == "transformers":
+                self._sample_local(r, generator, pending, store, bar)
+            else:
+                self._sample_server(r, generator, pending, store, bar)
         bar.close()
         self.state.wait_for_everyone()
 
-    def sample_batch(self, r: int, generator, prompts: list[dict]) -> list[dict]:
-        from chimed_trl.generation import SamplingParams
+    def _sample_local(self, r: int, generator, pending: list[dict], store: SampleStore, bar) -> None:
+        """Each process: one ``generate`` per ``generation_batch_size`` prompts of its shard, scored, gathered."""
+        world, rank = self.state.num_processes, self.state.process_index
+        step = world * self.args.generation_batch_size
+        for start in range(0, len(pending), step):
+            local = pending[start : start + step][rank::world]  # each rank: its own shard, sampled and scored
+            lines = self.sample_batch(r, generator, local)
+            self._write_gathered(store, lines)
+            bar.update(len(pending[start : start + step]))
 
+    def _sample_server(self, r: int, generator, pending: list[dict], store: SampleStore, bar) -> None:
+        """The main process keeps every request in flight; each chunk of finished prompts is scored by all ranks.
+
+        A request that fails for good stops the round on every rank with one line; every answer that came
+        back is already in ``generated.jsonl``, so the rerun asks only for the rest.
+        """
+        world, rank = self.state.num_processes, self.state.process_index
+        step = world * self.args.generation_batch_size
+        generated = GenerationStore(self.round_dir(r) / "generated.jsonl")
+        chunks = None
+        if self.state.is_main_process:
+            generated.repair()
+            sampling = sampling_params(self.args)
+            finished = stream_server(generator, pending, sampling, r, self.args.seed, generated)
+            chunks = in_chunks(finished, step)
+        for _ in range(-(-len(pending) // step)):
+            message = [self._next_chunk(chunks, generated) if chunks is not None else None]
+            if world > 1:
+                broadcast_object_list(message)  # the chunk (or the error line) from the main process
+            if isinstance(message[0], str):
+                raise UserError(message[0])
+            chunk = message[0][rank::world]
+            started = time.perf_counter()
+            lines = self.score_and_select(r, [p for p, _ in chunk], {p["id"]: c for p, c in chunk})
+            self.timings["scoring_seconds"] += time.perf_counter() - started
+            self._write_gathered(store, lines)
+            bar.update(len(message[0]))
+
+    def _next_chunk(self, chunks, generated: GenerationStore):
+        """The next chunk of finished prompts, or the one line that says why the round stopped."""
+        import openai
+
+        started = time.perf_counter()
+        try:
+            chunk = next(chunks)
+        except (openai.APIError, UserError) as err:
+            from chimed_trl.generation.openai_backend import failure_line
+
+            line = failure_line(err, self.args.base_urls or "the launched server", self.served_model)
+            count = len(generated.read())
+            return f"{line}; the {count} answers that came back are kept in {generated.path}: rerun to resume"
+        finally:
+            self.timings["generation_seconds"] += time.perf_counter() - started
+        self.timings["generated_samples"] += len(chunk) * self.args.num_samples
+        return chunk
+
+    def _write_gathered(self, store: SampleStore, lines: list[dict]) -> None:
+        gathered = gather_object(lines)  # every rank takes part, even with an empty shard
+        if self.state.is_main_process:
+            store.append(gathered)
+
+    def sample_batch(self, r: int, generator, prompts: list[dict]) -> list[dict]:
+        """The scored lines of ``prompts``, sampled in one local ``generate`` call."""
+        started = time.perf_counter()
+        completions = generate_local(generator, prompts, sampling_params(self.args), r, self.args.seed)
+        self.timings["generation_seconds"] += time.perf_counter() - started
+        self.timings["generated_samples"] += len(prompts) * self.args.num_samples
+        started = time.perf_counter()
+        lines = self.score_and_select(r, prompts, completions)
+        self.timings["scoring_seconds"] += time.perf_counter() - started
+        return lines
+
+    def score_and_select(self, r: int, prompts: list[dict], completions: dict) -> list[dict]:
+        """Score every candidate of ``prompts`` (``completions``: prompt id -> samples) and flag the kept ones."""
         a = self.args
-        candidates = []  # (prompt, sample index, source, text)
-        for p in prompts:  # one call per prompt: its seed alone decides its samples
-            sampling = SamplingParams(
-                a.num_samples,
-                a.temperature,
-                a.top_p,
-                a.max_new_tokens,
-                prompt_seed(a.seed, r, p["id"]),
-                top_k=a.sampling_top_k,
-            )
-            texts = generator.generate([p["prompt"]], sampling)[0]
-            if len(texts) != a.num_samples:
-                raise RuntimeError(
-                    f"the {a.generation_backend} backend returned {len(texts)} of {a.num_samples} samples"
-                )
-            candidates += [(p, i, "policy", t) for i, t in enumerate(texts)]
+        candidates = []  # (prompt, sample index, source, Completion)
+        for p in prompts:
+            candidates += [(p, i, "policy", c) for i, c in enumerate(completions[p["id"]])]
             if a.include_reference:
-                candidates.append((p, -1, "reference", p["reference"]))
-        rewards = self.score([c[0]["prompt"] for c in candidates], [c[3] for c in candidates])
+                candidates.append((p, -1, "reference", Completion(p["reference"])))
+        rewards = self.score([c[0]["prompt"] for c in candidates], [c[3].text for c in candidates])
         lines = []
         for p in prompts:
             rows = [(c, rw) for c, rw in zip(candidates, rewards) if c[0] is p]
+            over_length = [self.too_long_to_train(p, c.text) for (_, _, _, c), _ in rows]
+            eligible = [
+                (a.keep_truncated or not c.truncated) and not long for ((*_, c), _), long in zip(rows, over_length)
+            ]
             kept = select(
-                [c[3] for c, _ in rows], [rw for _, rw in rows], a.top_k, a.min_reward, a.min_margin, a.dedup_samples
-            )
-            for (c, reward), keep in zip(rows, kept):
+                [c[3].text for c, _ in rows], [rw for _, rw in rows], a.top_k, a.min_reward, a.min_margin,
+                a.dedup_samples, eligible,
+            )  # fmt: skip
+            for ((_, sample, source, c), reward), keep, long in zip(rows, kept, over_length):
                 lines.append(
-                    {"round": r, "prompt_id": p["id"], "sample": c[1], "source": c[2], "text": c[3],
-                     "reward": reward, "kept": keep, "backend": a.generation_backend}
+                    {"round": r, "prompt_id": p["id"], "sample": sample, "source": source, "text": c.text,
+                     "reward": reward, "kept": keep, "truncated": c.truncated, "over_length": long,
+                     "backend": a.generation_backend}
                 )  # fmt: skip
         return lines
+
+    def too_long_to_train(self, prompt: dict, answer: str) -> bool:
+        """Prompt + answer longer than ``max_length``: the SFT trainer would cut it, so it is never kept."""
+        if self.args.max_length is None:
+            return False
+        messages = prompt["prompt"] + [{"role": "assistant", "content": answer}]
+        return token_count(self.tokenizer, messages, False) > self.args.max_length
 
     def score(self, prompts: list, completions: list[str]) -> list[float]:
         if not completions:
@@ -473,12 +352,13 @@ class RejectionSamplingTrainer:
             with torch.inference_mode():
                 # shard=False: this trainer shards prompts across ranks itself (a collective inside would deadlock)
                 yield TransformersGenerator(
-                    model, self.tokenizer, a.max_new_tokens, batch_size=a.num_samples, shard=False, show_progress=False
-                )
+                    model, self.tokenizer, a.max_new_tokens, batch_size=a.generation_batch_size, shard=False,
+                    show_progress=False,
+                )  # fmt: skip
             return
         if a.generation_backend == "server":
-            yield OpenAIGenerator(a.generation_base_url, a.generation_model or self.model_path,
-                                  a.generation_api_key_env, a.max_new_tokens, **self.server_options())  # fmt: skip
+            yield OpenAIGenerator(a.base_urls, self.served_model, a.generation_api_key_env, a.max_new_tokens,
+                                  **self.server_options())  # fmt: skip
             return
         server, address = None, [None, None]
         try:
@@ -501,80 +381,9 @@ class RejectionSamplingTrainer:
 
     def server_options(self) -> dict:
         a = self.args
-        return dict(honours_n=a.generation_honours_n, sampling_via=a.generation_sampling_via, show_progress=False)
-
-    def generation_model_dir(self, r: int) -> str:
-        """The weights a launched server loads: the initial model or the last round's policy (adapters merged)."""
-        source = self.policy_source(r)
-        if r == 0 and self.initial_model is not None and not self._has_model(Path(source)):
-            source = str(self.round_dir(0) / "initial_policy")  # a model object without a directory: save it once
-            if not self._has_model(Path(source)):
-                self.initial_model.save_pretrained(source, safe_serialization=True)
-                self.tokenizer.save_pretrained(source)
-        if not (Path(source) / "adapter_config.json").exists():
-            return source
-        merged = self.round_dir(r) / "merged_policy"
-        if not self._has_model(merged):
-            model = self.load_policy(r).merge_and_unload()
-            model.save_pretrained(merged, safe_serialization=True)
-            self.tokenizer.save_pretrained(merged)
-        return str(merged)
-
-    # ----- fine-tuning -----------------------------------------------------------------------------
-    def load_policy(self, r: int):
-        """The policy that samples in round ``r``: the initial model, or the policy round ``r - 1`` saved."""
-        from transformers import AutoModelForCausalLM
-
-        source = self.policy_source(r)
-        if r == 0 and self.initial_model is not None:
-            return self.initial_model.to(self.args.device)
-        if (Path(source) / "adapter_config.json").exists():
-            from peft import PeftConfig, PeftModel
-
-            base = PeftConfig.from_pretrained(source).base_model_name_or_path
-            model = AutoModelForCausalLM.from_pretrained(base, **self.model_init_kwargs)
-            return PeftModel.from_pretrained(model, source, is_trainable=True)
-        model = AutoModelForCausalLM.from_pretrained(source, **self.model_init_kwargs)
-        return model.to(self.args.device)
-
-    def sft_dataset(self, lines: list[dict]):
-        from datasets import Dataset
-
-        by_id = {p["id"]: p for p in self.prompts}
-        rows = [
-            {"messages": by_id[x["prompt_id"]]["prompt"] + [{"role": "assistant", "content": x["text"]}]}
-            for x in lines
-            if x["kept"] and x["prompt_id"] in by_id
-        ]
-        return Dataset.from_list(rows) if rows else None
-
-    def fine_tune(self, r: int, model, lines: list[dict]):
-        policy_dir = self.round_dir(r) / "policy"
-        dataset = self.sft_dataset(lines)
-        if dataset is None:
-            logger.warning("round %d kept no answers: the policy is carried over unchanged", r)
-            if self.state.is_main_process:
-                model.save_pretrained(policy_dir, safe_serialization=True)
-                self.tokenizer.save_pretrained(policy_dir)
-            return None
-        trainer = self.build_sft_trainer(r, model, dataset)
-        trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
-        trainer.save_model(str(policy_dir))
-        if self.state.is_main_process:
-            self.tokenizer.save_pretrained(policy_dir)
-        return trainer
-
-    def build_sft_trainer(self, r: int, model, dataset):
-        """The package's SFT trainer on the kept answers; checkpoints in ``round_<r>/train`` (resumable)."""
-        from chimed_trl.trainers.sft import ChimedSFTTrainer
-
-        args = copy.copy(self.args)
-        args.output_dir = str(self.round_dir(r) / "train")
-        # a policy loaded from a saved adapter keeps training that adapter; a full model gets a new one
-        peft_config = None if hasattr(model, "peft_config") else self.peft_config
-        return ChimedSFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=self.tokenizer,
-            peft_config=peft_config, callbacks=self.callbacks,
+        return dict(
+            honours_n=a.generation_honours_n, sampling_via=a.generation_sampling_via, show_progress=False,
+            max_concurrency=a.generation_max_concurrency,
         )  # fmt: skip
 
     # ----- outputs ---------------------------------------------------------------------------------
@@ -640,15 +449,8 @@ class RejectionSamplingTrainer:
         return path
 
     # ----- bookkeeping -----------------------------------------------------------------------------
-    def policy_source(self, r: int) -> str:
-        return self.model_path if r == 0 else str(self.round_dir(r - 1) / "policy")
-
     def round_dir(self, r: int) -> Path:
         return self.output_dir / f"round_{r}"
-
-    @staticmethod
-    def _has_model(path: Path) -> bool:
-        return (path / "adapter_config.json").exists() or (path / "config.json").exists()
 
     def _fingerprint(self) -> dict:
         """What decides the samples: a rerun with other values must not mix its samples into this store."""
