@@ -24,6 +24,7 @@ class StubServer:
     def __init__(self, latency=0.0, honours_n=True, model="m", die_after=None, models_status=200):
         self.latency, self.honours_n, self.model, self.die_after = latency, honours_n, model, die_after
         self.models_status = models_status
+        self.fail_marker = "FAIL"  # a user text holding it gets HTTP 400; None: the server has recovered
         self.requests: list[dict] = []
         self.in_flight = self.peak = 0
         self.lock = threading.Lock()
@@ -53,7 +54,7 @@ class StubServer:
                 with stub.lock:
                     stub.in_flight -= 1
                 user = body["messages"][-1]["content"]
-                if "FAIL" in user:
+                if stub.fail_marker and stub.fail_marker in user:
                     return self.reply(400, {"error": {"message": "scripted bad request"}})
                 n = body.get("n", 1) if stub.honours_n else 1
                 reason = "length" if "LONG" in user else "stop"
