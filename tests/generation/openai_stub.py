@@ -2,7 +2,7 @@
 
 ``POST /v1/chat/completions`` answers ``"<user text>#<seed>#<k>"`` for ``k`` in ``range(n)`` (``n`` honoured
 or not), after a fixed ``latency``; ``finish_reason`` is ``length`` when the user text contains ``LONG``.
-A user text containing ``FAIL`` gets HTTP 400 (not retried). ``GET /v1/models`` lists ``model``. It counts
+A user text containing ``FAIL`` gets HTTP 400 (not retried) at once, before the others answer. ``GET /v1/models`` lists ``model``. It counts
 requests and the most requests in flight at once. As a process (``python openai_stub.py --die_after K``) it
 prints its port on the first line (bound to port 0 first: no free-port race) and SIGKILLs itself on its K-th
 request, before answering it: a replica dying mid-round.
@@ -50,11 +50,12 @@ class StubServer:
                     stub.peak = max(stub.peak, stub.in_flight)
                 if stub.die_after is not None and count >= stub.die_after:
                     os.kill(os.getpid(), signal.SIGKILL)
-                time.sleep(stub.latency)
+                user = body["messages"][-1]["content"]
+                failing = stub.fail_marker and stub.fail_marker in user
+                time.sleep(0 if failing else stub.latency)  # the failure comes back first: others are in flight
                 with stub.lock:
                     stub.in_flight -= 1
-                user = body["messages"][-1]["content"]
-                if stub.fail_marker and stub.fail_marker in user:
+                if failing:
                     return self.reply(400, {"error": {"message": "scripted bad request"}})
                 n = body.get("n", 1) if stub.honours_n else 1
                 reason = "length" if "LONG" in user else "stop"

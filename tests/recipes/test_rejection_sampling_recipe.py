@@ -223,3 +223,35 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys, monk
         == f"error: datasets[0] {data}: record[1]: field 'prompt': must end with a user turn, ends with 'assistant'"
     )
     assert not out.exists()
+
+
+def test_cli_bad_number_and_dead_server_are_one_line_before_any_load(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    # bugs caught: learning_rate -1 as a torch traceback after a whole generation round; a dead generation
+    # server as a 100-line chained traceback after the policy and reward model loaded; the output dir claimed
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "bad"
+    code, last = recipe_main(command(out, tiny_model_dir, "--learning_rate", "-1")[1:], capsys)
+    assert code == 2 and last.startswith("error: learning_rate must be > 0, got -1.0 (in recipes/tiny/")
+    assert not out.exists()
+
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: refused while we hold it (no free-port race)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        server = ["--generation_backend", "server", "--generation_base_url", url, "--num_rounds", "1"]
+        code, last = recipe_main(command(out, tiny_model_dir, *server)[1:], capsys)
+    assert code == 2 and last.startswith(f"error: generation server {url} (model ") and "start the server" in last
+    assert not out.exists()
+
+
+def test_max_prompts_says_how_many_prompts_it_uses(caplog):
+    # bug caught: 16 of 100 prompts used with no word about it
+    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
+
+    script = RejectionSamplingScriptArguments(
+        datasets=[{"formatter": "ranked", "path": str(REPO / "chimed_trl/data/samples/ranked.jsonl")}], max_prompts=16
+    )
+    with caplog.at_level("INFO", logger="chimed_trl.rejection_sampling"):
+        assert len(load_prompts(script)) == 16
+    assert "using 16 of 40 prompts (max_prompts)" in caplog.text

@@ -123,7 +123,7 @@ def test_a_failing_request_stops_the_round_in_one_line_and_the_rerun_resumes(tin
     # again on the rerun); the rerun duplicating or missing samples; answers differing from an uninterrupted run.
     rows = text_rows(8, marker=lambda i: "FAIL" if i == 5 else "")
     out = tmp_path / "f"
-    with StubServer(latency=0.05) as server:
+    with StubServer(latency=0.3) as server:
         trainer = RejectionSamplingTrainer(
             str(tiny_model_dir), names_department, server_config(out, server.base_url, generation_batch_size=2),
             train_dataset=rows,
@@ -289,6 +289,11 @@ def test_a_kept_answer_never_exceeds_max_length(tiny_model_dir, tokenizer, tmp_p
     assert stats["over_length_dropped"] == 4
 
 
+def answer_length(prompts, completions):
+    """A reward that varies: the answer's length in characters."""
+    return [float(len(c)) for c in completions]
+
+
 # ----- statistics --------------------------------------------------------------------------------------
 def test_round_statistics_agree_with_the_stored_lines(tiny_model_dir, tmp_path):
     # Recomputed by hand from samples.jsonl. Timings: present, numbers, and samples_per_second consistent with
@@ -298,11 +303,12 @@ def test_round_statistics_agree_with_the_stored_lines(tiny_model_dir, tmp_path):
     rows = prompts(4) + [long_prompt(repeat=50)]  # over 1,000 tokens
     args = config(tmp_path / "st", sampling_top_k=3, max_new_tokens=2, top_k=2, max_steps=1, max_length=1024,
                   generation_batch_size=2)  # fmt: skip
-    RejectionSamplingTrainer(str(tiny_model_dir), names_department, args, train_dataset=rows).train()
+    RejectionSamplingTrainer(str(tiny_model_dir), answer_length, args, train_dataset=rows).train()
     stored = lines(tmp_path / "st" / "round_0" / "samples.jsonl")
     stats = json.loads((tmp_path / "st" / "round_0" / "stats.json").read_text())
     rewards = [x["reward"] for x in stored]
     kept = [x["reward"] for x in stored if x["kept"]]
+    assert len(set(rewards)) > 1 and len(set(kept)) > 1  # the spreads mean something
     assert stats["samples"] == len(stored) == 16 and stats["prompts_dropped_overflow"] == 1
     texts = by_prompt(stored).values()
     assert stats["duplicates_dropped"] == sum(len(t) - len(set(t)) for t in texts) > 0
