@@ -255,3 +255,37 @@ def test_max_prompts_says_how_many_prompts_it_uses(caplog):
     with caplog.at_level("INFO", logger="chimed_trl.rejection_sampling"):
         assert len(load_prompts(script)) == 16
     assert "using 16 of 40 prompts (max_prompts)" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_processes_on_a_server_keep_the_samples_of_one(tiny_model_dir, tmp_path):
+    # generation_backend: server under a real 2-process accelerate launch: the main process keeps every request
+    # in flight and deals the finished prompts to both ranks for scoring. Bugs caught: both ranks requesting
+    # (every request twice), a rank's shard lost or scored twice, a deadlock between the broadcast and the
+    # gather, samples differing from one process.
+    from chimed_trl.generation import free_port
+
+    from ..generation.openai_stub import StubProcess
+
+    outs = {"one": tmp_path / "one", "two": tmp_path / "two"}
+    with StubProcess("--latency", "0.05") as server:
+        server_args = ["--generation_backend", "server", "--generation_base_url", server.base_url,
+                       "--generation_model", "m", "--generation_honours_n", "true", "--num_rounds", "1"]  # fmt: skip
+        run([sys.executable, *command(outs["one"], tiny_model_dir, *server_args)])
+        launch = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "accelerate_configs/cpu_2proc.yaml",
+        ]
+        launch += ["--main_process_port", str(free_port())]
+        run([*launch, *command(outs["two"], tiny_model_dir, *server_args, "--ddp_backend", "gloo")])
+    one, two = (by_key(lines(out / "round_0" / "samples.jsonl")) for out in outs.values())
+    assert len(one) == 16 * 4 and one.keys() == two.keys()
+    same_as_uninterrupted(one, two)
+    generated = lines(outs["two"] / "round_0" / "generated.jsonl")
+    assert len(generated) == len({(x["prompt_id"], x["sample"]) for x in generated}) == 64  # asked once each
+    stats = json.loads((outs["two"] / "round_0" / "stats.json").read_text())
+    assert stats["samples"] == 64 and stats["truncated"] == 0
+    assert json.loads((outs["two"] / "metrics.json").read_text())["world_size"] == 2
