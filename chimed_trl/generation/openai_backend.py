@@ -63,15 +63,13 @@ def check_server(base_url: str, model: str, api_key: str | None = None, timeout:
     except urllib.error.HTTPError as err:
         hint = "check the API key" if err.code in (401, 403) else "check that the URL ends with the API root (/v1)"
         raise UserError(f"{where}: GET {url} answered HTTP {err.code} {err.reason}; {hint}") from None
-    except TimeoutError:
-        raise UserError(
-            f"{where}: GET {url} got no answer within {timeout:g} s; is the server still loading?"
-        ) from None
     except urllib.error.URLError as err:
-        reason = err.reason if not isinstance(err.reason, OSError) else err.reason.strerror or err.reason
         if isinstance(err.reason, TimeoutError):
-            raise UserError(f"{where}: GET {url} got no answer within {timeout:g} s; is it still loading?") from None
+            raise UserError(_no_answer(where, url, timeout)) from None
+        reason = err.reason.strerror if isinstance(err.reason, OSError) and err.reason.strerror else err.reason
         raise UserError(f"{where} is not reachable ({reason}); start the server or fix the URL") from None
+    except TimeoutError:
+        raise UserError(_no_answer(where, url, timeout)) from None
     except (OSError, ValueError) as err:  # a reset connection, a body that is not JSON
         raise UserError(
             f"{where}: GET {url} gave no model list ({type(err).__name__}); is it OpenAI-compatible?"
@@ -82,6 +80,10 @@ def check_server(base_url: str, model: str, api_key: str | None = None, timeout:
     if model not in served:
         raise UserError(f"{where}: the server serves {served}, not {model!r}; ask for one of those names")
     return served
+
+
+def _no_answer(where: str, url: str, timeout: float) -> str:
+    return f"{where}: GET {url} got no answer within {timeout:g} s; is it still loading, or the wrong port?"
 
 
 def failure_line(err: BaseException, base_url, model: str) -> str:
