@@ -82,6 +82,14 @@ class SampleStore(_JsonlStore):
 class GenerationStore(_JsonlStore):
     """``round_<r>/generated.jsonl``: raw answers keyed by (prompt id, sample index), in any order."""
 
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.appended = 0  # answers this process stored (what it generated itself, for samples/s)
+
+    def append(self, lines: list[dict]) -> None:
+        super().append(lines)
+        self.appended += len(lines)
+
     def repair(self) -> None:
         if self.path.exists() and self._whole_lines()[1]:
             logger.warning("%s: dropped a torn last line of an interrupted run", self.path)

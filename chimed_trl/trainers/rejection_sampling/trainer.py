@@ -283,7 +283,8 @@ class RejectionSamplingTrainer(PolicyUpdate):
             return f"{line}; the {count} answers that came back are kept in {generated.path}: rerun to resume"
         finally:
             self.timings["generation_seconds"] += time.perf_counter() - started
-        self.timings["generated_samples"] += len(chunk) * self.args.num_samples
+            # answers from an earlier, interrupted attempt are not counted: samples/s is this attempt's
+            self.timings["generated_samples"] = generated.appended
         return chunk
 
     def _write_gathered(self, store: SampleStore, lines: list[dict]) -> None:

@@ -147,6 +147,7 @@ def test_a_failing_request_stops_the_round_in_one_line_and_the_rerun_resumes(tin
         asked_again = [r["messages"][-1]["content"] for r in server.requests]
         expected = per_prompt_loop(server.base_url, trainer)
     assert asked_again == [rows[5]["prompt"][0]["content"]]  # only the prompt that failed
+    assert trainer.timings["generated_samples"] == 4  # samples/s counts this attempt's answers only
     stored = lines(out / "round_0" / "samples.jsonl")
     assert len(stored) == len({(x["prompt_id"], x["sample"]) for x in stored}) == 32
     assert by_prompt(stored) == expected
