@@ -86,7 +86,10 @@ def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
         source_rows = [prompt_row(record, fmt) for record in iter_records(source)]
         check_prompts(source_rows, f"datasets[{i}] {source.path or source.label}: record")
         rows += source_rows
-    return rows if script_args.max_prompts is None else rows[: script_args.max_prompts]
+    if script_args.max_prompts is not None and script_args.max_prompts < len(rows):
+        logger.info("using %d of %d prompts (max_prompts)", script_args.max_prompts, len(rows))
+        rows = rows[: script_args.max_prompts]
+    return rows
 
 
 def run_rejection_sampling(

@@ -83,6 +83,28 @@ def sample_key(seed: int, prompt_key: int, sample_index: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def stream_keys(texts: Sequence[str], seed: int, seeds: Sequence[int] | None = None) -> list[tuple[int, int]]:
+    """``(seed, prompt key)`` of each prompt: ``sample_key(*stream_keys[i], j)`` is sample ``j``'s random stream.
+
+    Without ``seeds`` one seed covers the call and the prompt keys count repeated texts (:func:`prompt_keys`).
+    With ``seeds`` (one per prompt) each prompt is keyed exactly as if it were generated alone with its own
+    seed, so a caller that seeds per prompt (rejection sampling) gets the same samples in any batch.
+    """
+    if seeds is None:
+        return [(seed, key) for key in prompt_keys(texts)]
+    if len(seeds) != len(texts):
+        raise ValueError(f"{len(seeds)} seeds for {len(texts)} prompts")
+    return [(int(s), prompt_keys([text])[0]) for s, text in zip(seeds, texts)]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled answer; ``truncated``: it stopped at ``max_new_tokens`` (no EOS; a server's ``length``)."""
+
+    text: str
+    truncated: bool = False
+
+
 class Generator(Protocol):
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[str]]: ...
 

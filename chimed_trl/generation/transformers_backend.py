@@ -39,7 +39,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from chimed_trl.generation.base import Prompt, SamplingParams, as_messages, prompt_keys, sample_key
+from chimed_trl.generation.base import Completion, Prompt, SamplingParams, as_messages, sample_key, stream_keys
 
 logger = logging.getLogger(__name__)
 
@@ -139,21 +139,30 @@ class TransformersGenerator:
         sampling = SamplingParams(n=1, max_new_tokens=self.max_new_tokens)
         return [c[0] for c in self.generate(prompts, sampling)]
 
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams, seeds=None) -> list[list[str]]:
+        """``sampling.n`` answers per prompt, in input order; ``seeds``: one per prompt (see :func:`stream_keys`)."""
+        return [[c.text for c in row] for row in self.generate_completions(prompts, sampling, seeds)]
+
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams) -> list[list[str]]:
+    def generate_completions(
+        self, prompts: Sequence[Prompt], sampling: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
+        """Like :meth:`generate`, each answer with its ``truncated`` flag (no EOS within ``max_new_tokens``)."""
         if not prompts:
             return []
         texts = [self.render(p) for p in prompts]
         encoded = [self.encode(t) for t in texts]
-        keys = prompt_keys(texts)
-        seed = sampling.seed if sampling.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        seed = sampling.seed
+        if seed is None and seeds is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        keys = stream_keys(texts, seed, seeds)
         order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
         state = self._state()
         shard = self._my_shard(order, state)
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling, even when called mid-training
         try:
-            results = self._generate_shard(shard, encoded, keys, sampling, seed, state)
+            results = self._generate_shard(shard, encoded, keys, sampling, state)
         finally:
             self.model.train(was_training)
         if state is not None and state.num_processes > 1:
@@ -180,15 +189,15 @@ class TransformersGenerator:
         per_process = -(-len(order) // world)
         return shard + [shard[-1] if shard else order[-1]] * (per_process - len(shard))
 
-    def _generate_shard(self, shard, encoded, keys, sampling, seed, state) -> dict[int, list[str]]:
-        results: dict[int, list[str]] = {}
+    def _generate_shard(self, shard, encoded, keys, sampling, state) -> dict[int, list[Completion]]:
+        results: dict[int, list[Completion]] = {}
         batch_size, start = self.batch_size, 0
         quiet = not self.show_progress or (state is not None and not state.is_local_main_process)
         with tqdm(total=len(shard), desc="generating", unit="prompt", disable=quiet) as bar:
             while start < len(shard):
                 batch = shard[start : start + batch_size]
                 try:
-                    samples = self._generate_batch(batch, encoded, keys, sampling, seed)
+                    samples = self._generate_batch(batch, encoded, keys, sampling)
                 except torch.OutOfMemoryError:
                     if batch_size == 1:
                         raise
@@ -218,7 +227,7 @@ class TransformersGenerator:
         config.num_return_sequences = 1 if sampling.greedy else sampling.n
         return config
 
-    def _generate_batch(self, batch, encoded, keys, sampling, seed) -> list[list[str]]:
+    def _generate_batch(self, batch, encoded, keys, sampling) -> list[list[Completion]]:
         config = self.generation_config(sampling)
         input_ids, attention_mask = self._left_pad([encoded[i] for i in batch], config.pad_token_id)
         processors = LogitsProcessorList()
@@ -229,15 +238,27 @@ class TransformersGenerator:
                 processors.append(TopKLogitsWarper(sampling.top_k))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
-            processors.append(SeededSampler([sample_key(seed, keys[i], j) for i in batch for j in range(sampling.n)]))
+            row_keys = [sample_key(*keys[i], j) for i in batch for j in range(sampling.n)]
+            processors.append(SeededSampler(row_keys))
         output = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=config, logits_processor=processors
         )
-        decoded = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
-        rows = [text.strip() for text in decoded]
+        new_tokens = output[:, input_ids.shape[1] :]
+        decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        truncated = self._no_eos(new_tokens, config).tolist()
+        rows = [Completion(text.strip(), cut) for text, cut in zip(decoded, truncated)]
         if sampling.greedy:  # one greedy answer per prompt; n greedy answers are all the same
             return [[row] * sampling.n for row in rows]
         return [rows[k * sampling.n : (k + 1) * sampling.n] for k in range(len(batch))]
+
+    def _no_eos(self, new_tokens: torch.Tensor, config) -> torch.Tensor:
+        """Per row: no end-of-sequence token among the new tokens, i.e. the answer was cut at max_new_tokens.
+
+        A finished row is padded after its EOS, so "no EOS anywhere" is exactly "ran to the limit".
+        """
+        eos = config.eos_token_id if config.eos_token_id is not None else self.tokenizer.eos_token_id
+        eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], device=new_tokens.device)
+        return ~torch.isin(new_tokens, eos_ids).any(dim=1)
 
     def _left_pad(self, rows: list[list[int]], pad_id: int):
         width = max(len(r) for r in rows)

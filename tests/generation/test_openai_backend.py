@@ -165,3 +165,108 @@ def test_transformers_serve_samples_only_through_generation_config(tiny_server):
     via_openai = OpenAIGenerator(tiny_server.base_url, tiny_server.model, sampling_via="openai", show_progress=False)
     greedy = via_openai.generate(["头痛怎么办？"], SamplingParams(max_new_tokens=8))[0][0]
     assert via_openai.generate(["头痛怎么办？"], sampling) == [[greedy] * 3]
+
+
+# ----- at scale: every request in flight, n in one request, replicas, truncation, pre-flight -------------------
+from chimed_trl.errors import UserError  # noqa: E402
+from chimed_trl.generation import check_server  # noqa: E402
+
+from .openai_stub import StubProcess, StubServer  # noqa: E402
+
+
+def test_every_request_is_in_flight_up_to_the_bound():
+    # 32 prompts x 4 samples, n in one request, a server answering after a fixed 0.3 s. Bugs caught: one
+    # request at a time (the old per-prompt loop), fanning out where n is honoured, the bound not applied.
+    # Only counts are asserted (requests seen in flight by the server), never a wall time.
+    prompts = [f"p{i}" for i in range(32)]
+    sampling = SamplingParams(n=4, temperature=1.0, seed=0)
+    with StubServer(latency=0.3) as server:
+        got = OpenAIGenerator(server.base_url, "m", max_concurrency=64, honours_n=True, show_progress=False).generate(
+            prompts, sampling
+        )
+    assert len(server.requests) == 32 and {r["n"] for r in server.requests} == {4}
+    assert server.peak >= 8
+    assert [[s.split("#")[0] for s in row] for row in got] == [[p] * 4 for p in prompts]
+    with StubServer(latency=0.05) as server:
+        OpenAIGenerator(server.base_url, "m", max_concurrency=5, honours_n=True, show_progress=False).generate(
+            prompts, sampling
+        )
+    assert 1 < server.peak <= 5
+
+
+def test_finish_reason_length_marks_a_completion_truncated():
+    # bug caught: an answer cut by the server's token limit passed on as complete
+    with StubServer() as server:
+        gen = OpenAIGenerator(server.base_url, "m", honours_n=True, show_progress=False)
+        rows = gen.generate_completions(["short", "LONG one"], SamplingParams(n=2, temperature=1.0, seed=0))
+    assert [[c.truncated for c in row] for row in rows] == [[False, False], [True, True]]
+
+
+def test_replicas_share_the_load_and_a_dead_one_fails_over():
+    # Two real server processes; the second SIGKILLs itself on its 5th request (mid-round). Every sample must
+    # come back exactly once, equal to what one healthy server answers (the seeds do not depend on the replica).
+    # Bugs caught: all requests sent to one replica, a dead replica's requests lost or failing the call,
+    # answers duplicated or attached to the wrong prompt after failover.
+    prompts = [f"q{i}" for i in range(24)]
+    sampling = SamplingParams(n=2, temperature=1.0, seed=3)
+    with StubServer() as healthy:
+        expected = OpenAIGenerator(healthy.base_url, "m", honours_n=True, show_progress=False).generate(
+            prompts, sampling
+        )
+    with StubProcess("--latency", "0.2") as first, StubProcess("--latency", "0.2", "--die_after", "5") as dying:
+        gen = OpenAIGenerator(
+            [first.base_url, dying.base_url], "m", honours_n=True, max_retries=1, max_concurrency=8,
+            show_progress=False,
+        )  # fmt: skip
+        got = gen.generate(prompts, sampling)
+        assert dying.process.wait(timeout=30) == -9  # it really died mid-round
+    assert got == expected
+    replicas = gen.replicas.replicas
+    assert replicas[1].alive is False and replicas[1].sent >= 5 and replicas[0].sent >= len(prompts) // 2
+
+
+def test_replicas_are_least_loaded_first():
+    # bug caught: round-robin or first-replica dispatch that leaves one replica idle while the other queues
+    with StubServer(latency=0.1) as a, StubServer(latency=0.1) as b:
+        gen = OpenAIGenerator([a.base_url, b.base_url], "m", honours_n=True, max_concurrency=8, show_progress=False)
+        gen.generate([f"x{i}" for i in range(16)], SamplingParams(n=1, temperature=1.0, seed=0))
+    assert len(a.requests) + len(b.requests) == 16 and min(len(a.requests), len(b.requests)) >= 6
+    assert a.peak <= 5 and b.peak <= 5  # 8 in flight shared by two replicas
+
+
+def _refusing_socket():
+    """A bound socket that does not listen: connections to it are refused while we hold it (no port race)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _silent_socket():
+    """A listening socket that never answers: a client's request times out."""
+    sock = _refusing_socket()
+    sock.listen(8)
+    return sock
+
+
+def test_check_server_faults_are_one_line_naming_url_and_model():
+    # bugs caught: a chained traceback (httpx -> openai) instead of one line; a long wait on a dead server;
+    # a server that serves another model accepted (the run would fail request by request later)
+    with _refusing_socket() as sock:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        with pytest.raises(UserError) as err:
+            check_server(url, "policy-x", timeout=2.0)
+    assert url in str(err.value) and "'policy-x'" in str(err.value) and "start the server" in str(err.value)
+    with _silent_socket() as sock:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        with pytest.raises(UserError, match=r"no answer within 0\.5 s") as err:
+            check_server(url, "policy-x", timeout=0.5)
+    with StubServer(models_status=401) as server, pytest.raises(UserError, match="HTTP 401.*check the API key"):
+        check_server(server.base_url, "m", api_key="sk-never-shown")
+    with StubServer(model="served-one") as server:
+        with pytest.raises(UserError, match=r"serves \['served-one'\], not 'm'") as err:
+            check_server(server.base_url, "m")
+        assert check_server(server.base_url, "served-one") == ["served-one"]
+    for message in (str(err.value),):
+        assert "\n" not in message and "sk-never-shown" not in message

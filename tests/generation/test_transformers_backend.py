@@ -169,3 +169,49 @@ def test_seeded_sampler_row_draws_do_not_depend_on_chunking_or_neighbours():
     ]
     assert together.tolist() == torch.cat(alone).tolist()
     assert len(set(together.tolist())) > 1
+
+
+def test_per_prompt_seeds_give_the_samples_of_one_call_per_prompt(tiny_model_dir, tokenizer):
+    # The rejection-sampling contract, on the real tiny model: with one seed per prompt, a batched call gives
+    # string-identical samples to the old loop (one call per prompt, its seed in SamplingParams), whatever the
+    # batch size. Bugs caught: per-prompt seeds ignored (one stream for the batch), keyed by position in the
+    # batch or by the repeated-text count of the batch, rows dealt to the wrong prompt after length sorting.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts = PROMPTS + [PROMPTS[0]]  # a repeated text: with per-prompt seeds it is keyed like any other prompt
+    seeds = [101, 7, 99, 3, 55, 12, 8, 42]
+    loop = []
+    for prompt, seed in zip(prompts, seeds):  # the old per-prompt path, one generate per prompt
+        sampling = SamplingParams(n=3, temperature=1.0, max_new_tokens=NEW, seed=seed, top_k=50)
+        loop.append(
+            TransformersGenerator(model, tokenizer, batch_size=1, show_progress=False).generate([prompt], sampling)[0]
+        )
+    sampling = SamplingParams(n=3, temperature=1.0, max_new_tokens=NEW, top_k=50)
+    one = TransformersGenerator(model, tokenizer, batch_size=1, show_progress=False).generate(prompts, sampling, seeds)
+    eight = TransformersGenerator(model, tokenizer, batch_size=8, show_progress=False).generate(
+        prompts, sampling, seeds
+    )
+    assert one == eight == loop
+    assert len({s for row in loop for s in row}) > 12  # really sampled, distinct across prompts
+
+
+def test_truncated_flags_match_plain_generate(diverse_model, tokenizer):
+    # Truncated = no EOS within max_new_tokens. Reference: plain greedy generate per prompt with the same EOS.
+    # To get both kinds, the EOS is a token the greedy answers of some prompts contain and others do not.
+    # Bugs caught: flags always False, inverted, or attached to the wrong row after length sorting and padding.
+    model = copy.deepcopy(diverse_model)
+    answers = []
+    for prompt in PROMPTS:
+        enc = tokenizer.apply_chat_template(
+            messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        out = model.generate(**enc, max_new_tokens=NEW, do_sample=False, eos_token_id=None)
+        answers.append(out[0, enc["input_ids"].shape[1] :].tolist())
+    counts = {t: sum(t in a for a in answers) for a in answers for t in a}
+    eos = next(t for t, c in sorted(counts.items()) if 0 < c < len(PROMPTS) - 1)
+    model.generation_config.eos_token_id = [eos]
+    expected = [eos not in a for a in answers]  # greedy: the same tokens up to the first EOS
+    assert 0 < sum(expected) < len(PROMPTS)
+    gen = TransformersGenerator(model, tokenizer, max_new_tokens=NEW, batch_size=3, show_progress=False)
+    got = gen.generate_completions(PROMPTS, SamplingParams(n=2, max_new_tokens=NEW))
+    assert [row[0].truncated for row in got] == expected
+    assert all(row[0] == row[1] for row in got)

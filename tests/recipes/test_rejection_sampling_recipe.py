@@ -223,3 +223,69 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys, monk
         == f"error: datasets[0] {data}: record[1]: field 'prompt': must end with a user turn, ends with 'assistant'"
     )
     assert not out.exists()
+
+
+def test_cli_bad_number_and_dead_server_are_one_line_before_any_load(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    # bugs caught: learning_rate -1 as a torch traceback after a whole generation round; a dead generation
+    # server as a 100-line chained traceback after the policy and reward model loaded; the output dir claimed
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "bad"
+    code, last = recipe_main(command(out, tiny_model_dir, "--learning_rate", "-1")[1:], capsys)
+    assert code == 2 and last.startswith("error: learning_rate must be > 0, got -1.0 (in recipes/tiny/")
+    assert not out.exists()
+
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: refused while we hold it (no free-port race)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        server = ["--generation_backend", "server", "--generation_base_url", url, "--num_rounds", "1"]
+        code, last = recipe_main(command(out, tiny_model_dir, *server)[1:], capsys)
+    assert code == 2 and last.startswith(f"error: generation server {url} (model ") and "start the server" in last
+    assert not out.exists()
+
+
+def test_max_prompts_says_how_many_prompts_it_uses(caplog):
+    # bug caught: 16 of 100 prompts used with no word about it
+    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
+
+    script = RejectionSamplingScriptArguments(
+        datasets=[{"formatter": "ranked", "path": str(REPO / "chimed_trl/data/samples/ranked.jsonl")}], max_prompts=16
+    )
+    with caplog.at_level("INFO", logger="chimed_trl.rejection_sampling"):
+        assert len(load_prompts(script)) == 16
+    assert "using 16 of 40 prompts (max_prompts)" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_processes_on_a_server_keep_the_samples_of_one(tiny_model_dir, tmp_path):
+    # generation_backend: server under a real 2-process accelerate launch: the main process keeps every request
+    # in flight and deals the finished prompts to both ranks for scoring. Bugs caught: both ranks requesting
+    # (every request twice), a rank's shard lost or scored twice, a deadlock between the broadcast and the
+    # gather, samples differing from one process.
+    from chimed_trl.generation import free_port
+
+    from ..generation.openai_stub import StubProcess
+
+    outs = {"one": tmp_path / "one", "two": tmp_path / "two"}
+    with StubProcess("--latency", "0.05") as server:
+        server_args = ["--generation_backend", "server", "--generation_base_url", server.base_url,
+                       "--generation_model", "m", "--generation_honours_n", "true", "--num_rounds", "1"]  # fmt: skip
+        run([sys.executable, *command(outs["one"], tiny_model_dir, *server_args)])
+        launch = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "accelerate_configs/cpu_2proc.yaml",
+        ]
+        launch += ["--main_process_port", str(free_port())]
+        run([*launch, *command(outs["two"], tiny_model_dir, *server_args, "--ddp_backend", "gloo")])
+    one, two = (by_key(lines(out / "round_0" / "samples.jsonl")) for out in outs.values())
+    assert len(one) == 16 * 4 and one.keys() == two.keys()
+    same_as_uninterrupted(one, two)
+    generated = lines(outs["two"] / "round_0" / "generated.jsonl")
+    assert len(generated) == len({(x["prompt_id"], x["sample"]) for x in generated}) == 64  # asked once each
+    stats = json.loads((outs["two"] / "round_0" / "stats.json").read_text())
+    assert stats["samples"] == 64 and stats["truncated"] == 0
+    assert json.loads((outs["two"] / "metrics.json").read_text())["world_size"] == 2

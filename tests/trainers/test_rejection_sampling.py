@@ -37,7 +37,7 @@ def config(out, **overrides) -> RejectionSamplingConfig:
         num_rounds=1, num_samples=4, top_k=1, temperature=1.0, max_new_tokens=8, learning_rate=3e-3,
         lr_scheduler_type="constant", num_train_epochs=1, per_device_train_batch_size=8, max_length=256,
         bf16=False, gradient_checkpointing=False, use_cpu=True, report_to=[], save_strategy="no", seed=0,
-        disable_tqdm=True, logging_steps=1,
+        disable_tqdm=True, logging_steps=1, keep_truncated=True,  # the random tiny model rarely emits EOS
     )  # fmt: skip
     kwargs.update(overrides)
     return RejectionSamplingConfig(output_dir=str(out), **kwargs)
