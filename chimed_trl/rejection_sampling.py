@@ -7,8 +7,10 @@ or ``dialogue_eval`` (the messages; the reference).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from accelerate import PartialState
 from transformers import set_seed
@@ -18,12 +20,24 @@ from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, parse_sources
 from chimed_trl.data.sources import iter_records, resolve
 from chimed_trl.errors import UserError
 from chimed_trl.models import load_tokenizer, model_init_kwargs
-from chimed_trl.runs import move_secrets_to_env, resolve_config
-from chimed_trl.stages import setup_logging
+from chimed_trl.runs import (
+    BOOKKEEPING_FILES,
+    METRICS_FILE,
+    FinishedRun,
+    move_secrets_to_env,
+    prepare_output_dir,
+    remove_if_only_ours,
+    resolve_config,
+    write_json,
+)
+from chimed_trl.stages import close_log, log_to_file, setup_logging
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer, check_prompts
+from chimed_trl.trainers.rejection_sampling.config import RERUN_NEUTRAL_KEYS
+from chimed_trl.trainers.rejection_sampling.trainer import RUN_FILE
 
 logger = logging.getLogger(__name__)
+DATA_STATS = "data_stats.json"
 
 
 @dataclass
@@ -46,6 +60,10 @@ class RejectionSamplingScriptArguments:
         metadata={
             "help": "Build the embedded tiny policy when model_name_or_path is missing or empty (never over a user model)."
         },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start again in output_dir; the old run moves, whole, to output_dir/.previous/<time>/."},
     )
 
     def __post_init__(self):
@@ -70,11 +88,12 @@ def _has_mixture_share(source) -> bool:
     return source.fraction is not None or source.count is not None
 
 
-def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
-    """Prompt rows of every source, checked (ends with a user turn, not empty) with the file and record named."""
+def load_prompts(script_args: RejectionSamplingScriptArguments) -> tuple[list[dict], dict]:
+    """Prompt rows of every source, checked (ends with a user turn, not empty) with the file and record named,
+    and what ``data_stats.json`` records of them (read per source, used after ``max_prompts``)."""
     if not script_args.datasets:
         raise UserError("no prompts: add at least one entry under `datasets:`")
-    rows = []
+    rows, sources = [], []
     for i, source in enumerate(script_args.datasets):
         fmt = resolve(source)[1]
         if _has_mixture_share(source):  # a mixture share would be silently meaningless here
@@ -85,11 +104,13 @@ def load_prompts(script_args: RejectionSamplingScriptArguments) -> list[dict]:
             raise UserError(f"datasets[{i}] ({source.label}): {fmt} records hold no prompts")
         source_rows = [prompt_row(record, fmt) for record in iter_records(source)]
         check_prompts(source_rows, f"datasets[{i}] {source.path or source.label}: record")
+        sources.append({"source": source.label, "format": fmt, "read": len(source_rows)})
         rows += source_rows
     if script_args.max_prompts is not None and script_args.max_prompts < len(rows):
         logger.info("using %d of %d prompts (max_prompts)", script_args.max_prompts, len(rows))
         rows = rows[: script_args.max_prompts]
-    return rows
+    stats = {"sources": sources, "prompts_read": sum(x["read"] for x in sources), "prompts_used": len(rows)}
+    return rows, stats | {"max_prompts": script_args.max_prompts}
 
 
 def run_rejection_sampling(
@@ -100,10 +121,49 @@ def run_rejection_sampling(
     move_secrets_to_env(training_args)  # before anything can log, save or pickle the arguments
     setup_logging(training_args)
     set_seed(training_args.seed)
+    state = PartialState()
     if script_args.build_tiny_model:
-        with PartialState().main_process_first():  # rank 0 builds; the others then find it built
+        with state.main_process_first():  # rank 0 builds; the others then find it built
             ensure_tiny(model_args.model_name_or_path)  # any tiny build; never a user model
-    prompts = load_prompts(script_args)
+    prompts, prompt_stats = load_prompts(script_args)  # data checks before the output dir is claimed
+    resolved = resolve_config(
+        run={"recipe": "rejection_sampling"}, script=script_args, training=training_args, model=model_args
+    )
+    try:
+        claim = prepare_output_dir(
+            training_args.output_dir,
+            resolved,
+            script_args.overwrite_output_dir,
+            state.is_main_process,
+            lock=True,
+            neutral=RERUN_NEUTRAL_KEYS,
+        )
+    except FinishedRun as e:
+        logger.warning("%s", e)
+        return json.loads((Path(training_args.output_dir).expanduser() / METRICS_FILE).read_text(encoding="utf-8"))
+    state.wait_for_everyone()  # every rank has judged the directory before the main process writes into it
+    handler = log_to_file(training_args.output_dir) if state.is_main_process else None
+    refused = False
+    try:
+        if state.is_main_process:
+            write_json(claim.out / DATA_STATS, prompt_stats)
+        logger.info(
+            "prompts: %d used of %d read (%s)", prompt_stats["prompts_used"], prompt_stats["prompts_read"], DATA_STATS
+        )
+        return _train(script_args, training_args, model_args, prompts, resolved)
+    except UserError:
+        refused = True
+        raise
+    finally:
+        if handler is not None:
+            close_log(handler)
+        if claim.lock is not None:
+            claim.lock.release()
+        if refused and state.is_main_process and remove_if_only_ours(claim, BOOKKEEPING_FILES | {RUN_FILE}):
+            logger.info("refused before any sample: removed what this run wrote in %s", claim.out)
+
+
+def _train(script_args, training_args, model_args, prompts: list[dict], resolved: dict) -> dict:
     trust = training_args.trust_remote_code
     tokenizer = load_tokenizer(model_args, script_args.chat_template, trust_remote_code=trust)
     init_kwargs = {k: v for k, v in model_init_kwargs(model_args, trust).items() if v is not None}
@@ -115,6 +175,6 @@ def run_rejection_sampling(
         peft_config=get_peft_config(model_args),
         model_init_kwargs=init_kwargs,
         # compared with a previous run's in output_dir, and saved there only for a fresh or matching run
-        resolved_config=resolve_config(script=script_args, training=training_args, model=model_args),
+        resolved_config=resolved,
     )
     return trainer.train()

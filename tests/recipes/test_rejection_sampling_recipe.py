@@ -169,7 +169,7 @@ def test_datasets_as_json_on_the_command_line():
     )  # fmt: skip
     assert [s.path for s in script.datasets] == [str(REPO / path)]
     first = [json.loads(x) for x in (REPO / path).read_text(encoding="utf-8").splitlines()[:3]]
-    assert [row["prompt"] for row in load_prompts(script)] == [r["prompt"] for r in first]  # the file's own rows
+    assert [row["prompt"] for row in load_prompts(script)[0]] == [r["prompt"] for r in first]  # the file's own rows
 
 
 def recipe_main(argv, capsys):
@@ -253,7 +253,7 @@ def test_max_prompts_says_how_many_prompts_it_uses(caplog):
         datasets=[{"formatter": "ranked", "path": str(REPO / "chimed_trl/data/samples/ranked.jsonl")}], max_prompts=16
     )
     with caplog.at_level("INFO", logger="chimed_trl.rejection_sampling"):
-        assert len(load_prompts(script)) == 16
+        assert len(load_prompts(script)[0]) == 16
     assert "using 16 of 40 prompts (max_prompts)" in caplog.text
 
 
@@ -289,3 +289,34 @@ def test_two_processes_on_a_server_keep_the_samples_of_one(tiny_model_dir, tmp_p
     stats = json.loads((outs["two"] / "round_0" / "stats.json").read_text())
     assert stats["samples"] == 64 and stats["truncated"] == 0
     assert json.loads((outs["two"] / "metrics.json").read_text())["world_size"] == 2
+
+
+# Bugs caught (issue 16): RS wrote no train.log/data_stats.json although every run should; it rewrote metrics.json
+# on every rerun of a finished run; it rejected --overwrite_output_dir (the only way out of a run with wrong
+# settings was deleting the folder); a refused first attempt left bookkeeping behind that then blocked a
+# corrected rerun.
+def test_run_directory_contract(one_process_run, tiny_model_dir, tmp_path):
+    stats = json.loads((one_process_run / "data_stats.json").read_text())
+    config = yaml.safe_load((REPO / CONFIG).read_text())
+    assert stats["prompts_used"] == config["max_prompts"] < stats["prompts_read"]
+    assert f"prompts: 16 used of {stats['prompts_read']} read" in (one_process_run / "train.log").read_text()
+    finished = (one_process_run / "metrics.json").read_bytes()
+    again = run([sys.executable, *command(one_process_run, tiny_model_dir, "--num_rounds", "1")])
+    assert "holds a finished run" in again.stderr and (one_process_run / "metrics.json").read_bytes() == finished
+
+    out = tmp_path / "rs"
+    small = ["--num_rounds", "1", "--max_prompts", "2", "--num_samples", "2", "--top_k", "1", "--max_new_tokens", "8"]
+    bad = run([sys.executable, *command(out, tiny_model_dir, *small), "--reward_model_path", str(tmp_path / "nope")],
+              ok=False)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and not out.exists()
+    run([sys.executable, *command(out, tiny_model_dir, *small)])
+    first = (out / "metrics.json").read_bytes()
+    run(
+        [
+            sys.executable,
+            *command(out, tiny_model_dir, *small, "--temperature", "0.5", "--overwrite_output_dir", "true"),
+        ]
+    )
+    (previous,) = (out / ".previous").iterdir()
+    assert (previous / "metrics.json").read_bytes() == first and (previous / "round_0" / "samples.jsonl").exists()
+    assert yaml.safe_load((out / "resolved_config.yaml").read_text())["training"]["temperature"] == 0.5

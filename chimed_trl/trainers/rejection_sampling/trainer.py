@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from chimed_trl.errors import UserError
 from chimed_trl.generation.base import Completion
 from chimed_trl.runs import (
+    BOOKKEEPING_FILES,
     RESOLVED_CONFIG,
     config_differences,
     move_secrets_to_env,
@@ -480,16 +481,24 @@ class RejectionSamplingTrainer(PolicyUpdate):
         problem = [None]
         if self.state.is_main_process:  # one process decides, so a race cannot make the ranks disagree
             marker = self.output_dir / RUN_FILE
-            if marker.exists():
+            started = marker.exists() and any(self.output_dir.glob("round_*"))
+            # the recipe's own bookkeeping (lock, train.log, data_stats.json) and the marker are not "other data"
+            others = [
+                p.name
+                for p in (self.output_dir.iterdir() if self.output_dir.is_dir() else [])
+                if p.name not in BOOKKEEPING_FILES | {RUN_FILE} and not p.name.startswith(".")
+            ]
+            if started:
                 changed = self._rerun_differences()
                 if changed:
                     problem[0] = (
                         f"{self.output_dir} holds a rejection-sampling run with other settings "
-                        f"({'; '.join(changed)}); rerun with its settings or use a new output_dir"
+                        f"({'; '.join(changed)}); rerun with its settings, set overwrite_output_dir: true (the old "
+                        "run moves to .previous/<time>/), or use a new output_dir"
                     )
-            elif self.output_dir.exists() and any(self.output_dir.iterdir()):
+            elif others:
                 problem[0] = f"output_dir {self.output_dir} is not empty and is not a rejection-sampling run"
-            else:
+            else:  # fresh, or an earlier attempt that stopped before its first sample: this run's settings win
                 write_json(marker, self._fingerprint())
             if problem[0] is None:  # a fresh run or the same run again: the config on disk is this run's
                 write_resolved_config(self.output_dir, self.resolved_config)
