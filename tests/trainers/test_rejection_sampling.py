@@ -212,7 +212,13 @@ def test_output_dir_guard(tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match="not empty and is not a rejection-sampling run"):
         RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(foreign), train_dataset=prompts(2))
     out = tmp_path / "run"
-    RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(out), train_dataset=prompts(2))
+    # bug (issue 16): an attempt that stopped before its first sample (a bad value found late) made the corrected
+    # rerun a dead end ("other settings"): before any sample exists, this run's settings win
+    RejectionSamplingTrainer(
+        str(tiny_model_dir), names_department, config(out, temperature=0.3), train_dataset=prompts(2)
+    )
+    trainer = RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(out), train_dataset=prompts(2))
+    trainer.train()
     saved = (out / "resolved_config.yaml").read_bytes()
     with pytest.raises(UserError, match=r"other settings \(temperature\)"):
         RejectionSamplingTrainer(
