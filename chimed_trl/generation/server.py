@@ -29,6 +29,12 @@ from string import Formatter
 
 from chimed_trl.errors import UserError
 
+PORT_TAKEN = ("Address already in use", "address already in use", "EADDRINUSE")
+
+
+class PortTaken(Exception):
+    """The launched server could not bind its port (another process took it after :func:`free_port`)."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -49,6 +55,7 @@ class LaunchedServer:
         stop_timeout: float = 30.0,
     ):
         check_command_template(command)
+        self.template, self.chosen_port = command, port is None
         self.port = port or free_port()
         self.command = command.format(model=model, port=self.port)
         self.model, self.ready_timeout, self.host, self.stop_timeout = model, ready_timeout, host, stop_timeout
@@ -59,7 +66,19 @@ class LaunchedServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> LaunchedServer:
+    def start(self, attempts: int = 3) -> LaunchedServer:
+        """Start the server and wait until ``/health`` answers. A port this class chose is free when chosen but
+        can be taken by another process before the server binds it: that start is retried on a new port."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if attempt == attempts - 1 or not self.chosen_port:
+                    self._fail(f"could not bind port {self.port} (address already in use)")
+                self.port = free_port()
+                self.command = self.template.format(model=self.model, port=self.port)
+
+    def _start_once(self) -> LaunchedServer:
         fd, log = tempfile.mkstemp(prefix="chimed-server-", suffix=".log")
         self.log_path = Path(log)
         with os.fdopen(fd, "wb") as out:
@@ -70,6 +89,9 @@ class LaunchedServer:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if any(marker in self.log_tail(50) for marker in PORT_TAKEN):
+                    self.stop()
+                    raise PortTaken(self.port)
                 self._fail(f"exited with code {self.process.returncode} before it was ready")
             if self.healthy():
                 return self

@@ -95,3 +95,27 @@ def test_bad_generation_server_config_is_one_clear_error(raw, message):
     # bug caught: a KeyError traceback from str.format, or a typo'd key silently ignored
     with pytest.raises(UserError, match=message):
         GenerationServerConfig.from_dict(raw)
+
+
+# Bug caught (issue 16): the launcher picks a free port and releases it before the server binds it; another
+# process taking it in between made the start fail (or, worse, /health answered by the other process). A start
+# whose server cannot bind a port the launcher chose is retried on a new one.
+def test_a_port_taken_before_the_server_binds_it_is_retried(tmp_path, monkeypatch):
+    import socket
+
+    from chimed_trl.generation import server as server_module
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    ports = iter([taken])  # the first pick is taken by another process by the time the server binds it
+    real_free_port = server_module.free_port
+    monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real_free_port())
+    config = f"{sys.executable} {HEALTH_SERVER} {{model}} {{port}} {tmp_path / 'pids'}"
+    try:
+        with LaunchedServer(config, model="m", ready_timeout=60) as launched:
+            assert launched.port != taken and launched.healthy()
+            assert f":{launched.port}/" in launched.base_url
+    finally:
+        squatter.close()

@@ -2,16 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from chimed_trl.generation import SamplingParams, TransformersGenerator, free_port
+from chimed_trl.generation import SamplingParams, TransformersGenerator
 
-from ..conftest import REPO
+from ..conftest import REPO, accelerate_launch
 from .conftest import PROMPTS
 from .test_transformers_backend import plain_greedy
 
@@ -26,15 +24,8 @@ def test_two_processes_return_every_prompt_in_order_with_the_one_process_samples
     # concatenated in rank order instead of put back in input order (7 prompts dealt round-robin), samples
     # seeded per process or per batch (they would differ from the one-process run)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "accelerate_configs/cpu_2proc.yaml",
-    ]
-    command += ["--main_process_port", str(free_port()), str(SCRIPT), str(diverse_model_dir), str(tmp_path)]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    script = [str(SCRIPT), str(diverse_model_dir), str(tmp_path)]
+    proc = accelerate_launch("accelerate_configs/cpu_2proc.yaml", script, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["world"] == 2 and ranks[0] == ranks[1]

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from ..conftest import REPO
+from ..conftest import REPO, accelerate_launch
 
 ENV = {
     **os.environ,
@@ -21,6 +21,7 @@ ENV = {
     "PYTHONPATH": str(REPO),
 }
 CONFIG = "recipes/tiny/rejection_sampling.yaml"
+CPU_2PROC = "accelerate_configs/cpu_2proc.yaml"
 SECRET = "hf_rs_secret_Zq8"  # passed as --hub_token to the one-process run
 
 
@@ -73,12 +74,9 @@ def test_hub_token_is_in_no_file_of_the_run(one_process_run):
 def test_two_processes_keep_the_samples_of_one(one_process_run, tiny_model_dir, tmp_path):
     # bugs: samples depend on the shard (per-batch seeds), a rank's samples lost (gather_object returning only
     # the local list), rewards attached to the wrong answers after gathering
-    from chimed_trl.generation import free_port
-
     out = tmp_path / "two"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml"]
-    launch += ["--main_process_port", str(free_port())]
-    run([*launch, *command(out, tiny_model_dir, "--ddp_backend", "gloo")])
+    launched = accelerate_launch(CPU_2PROC, command(out, tiny_model_dir, "--ddp_backend", "gloo"), env=ENV)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-6000:]
     one, two = (
         by_key(lines(one_process_run / "round_0" / "samples.jsonl")),
         by_key(lines(out / "round_0" / "samples.jsonl")),
@@ -263,8 +261,6 @@ def test_two_processes_on_a_server_keep_the_samples_of_one(tiny_model_dir, tmp_p
     # in flight and deals the finished prompts to both ranks for scoring. Bugs caught: both ranks requesting
     # (every request twice), a rank's shard lost or scored twice, a deadlock between the broadcast and the
     # gather, samples differing from one process.
-    from chimed_trl.generation import free_port
-
     from ..generation.openai_stub import StubProcess
 
     outs = {"one": tmp_path / "one", "two": tmp_path / "two"}
@@ -272,15 +268,10 @@ def test_two_processes_on_a_server_keep_the_samples_of_one(tiny_model_dir, tmp_p
         server_args = ["--generation_backend", "server", "--generation_base_url", server.base_url,
                        "--generation_model", "m", "--generation_honours_n", "true", "--num_rounds", "1"]  # fmt: skip
         run([sys.executable, *command(outs["one"], tiny_model_dir, *server_args)])
-        launch = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            "accelerate_configs/cpu_2proc.yaml",
-        ]
-        launch += ["--main_process_port", str(free_port())]
-        run([*launch, *command(outs["two"], tiny_model_dir, *server_args, "--ddp_backend", "gloo")])
+        launched = accelerate_launch(
+            CPU_2PROC, command(outs["two"], tiny_model_dir, *server_args, "--ddp_backend", "gloo"), env=ENV
+        )
+        assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-6000:]
     one, two = (by_key(lines(out / "round_0" / "samples.jsonl")) for out in outs.values())
     assert len(one) == 16 * 4 and one.keys() == two.keys()
     same_as_uninterrupted(one, two)
