@@ -150,15 +150,23 @@ def test_accelerate_stage_really_launches_two_processes(checkout):
     # so a multi-process stage silently runs once. The launch is real: torchrun starts 2 ranks.
     import socket
 
+    from .conftest import PORT_TAKEN
+
     config = yaml.safe_load((REPO / "accelerate_configs/cpu_2proc.yaml").read_text())
-    with socket.socket() as sock:  # a free port: other test runs may hold the config's fixed one
-        sock.bind(("127.0.0.1", 0))
-        config["main_process_port"] = sock.getsockname()[1]
-    (checkout / "acc.yaml").write_text(yaml.safe_dump(config))
     path = write_pipeline(
         checkout, [{"name": "a", "recipe": "probe", "config": "cfg.yaml", "accelerate_config": "acc.yaml"}]
     )
-    assert pipeline.main(["--config", str(path)]) == 0
+    for _ in range(3):  # a port found free here can be taken before torchrun binds it: retry on a new one
+        with socket.socket() as sock:  # a free port: other test runs may hold the config's fixed one
+            sock.bind(("127.0.0.1", 0))
+            config["main_process_port"] = sock.getsockname()[1]
+        (checkout / "acc.yaml").write_text(yaml.safe_dump(config))
+        (checkout / "calls.jsonl").unlink(missing_ok=True)
+        rc = pipeline.main(["--config", str(path)])
+        log = checkout / "out" / "logs" / "a.log"
+        if rc == 0 or not any(m in log.read_text(errors="replace") for m in PORT_TAKEN):
+            break
+    assert rc == 0
     assert sorted(c["rank"] for c in calls(checkout)) == ["0", "1"]
 
 

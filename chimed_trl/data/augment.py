@@ -410,6 +410,20 @@ def _one_line(error: Exception) -> str:
 
 
 # ---------------------------------------------------------------- output files
+def check_endpoints(args: AugmentArguments) -> None:
+    """Pre-flight, before any model loads or the output dir is claimed: each endpoint responder's key is exported,
+    its server answers ``GET /models`` and serves its ``api_model`` (one line naming the responder and URL if not)."""
+    from chimed_trl.generation.openai_backend import check_server
+
+    for r in args.responders:
+        if r.kind == "api":
+            key = api_key_from_env(r.api_key_env, f"responder {r.name!r}: api_key_env")
+            try:
+                check_server(r.base_url, r.api_model, api_key=key, timeout=min(args.request_timeout_s, 10.0))
+            except UserError as e:
+                raise UserError(f"responder {r.name!r}: {e}") from None
+
+
 def claim_output_dir(args: AugmentArguments, resolved: dict):
     """The run-directory contract (:func:`chimed_trl.runs.prepare_output_dir`, lock held), then the resume
     check: the responders, positions and policies that wrote ``ranked.jsonl`` must be this run's."""
@@ -632,6 +646,7 @@ def augment_rankings(args: AugmentArguments) -> dict:
 
     args.validate()
     start = time.time()
+    check_endpoints(args)
     try:
         claim = claim_output_dir(args, resolve_config(run={"recipe": "augment"}, augment=args))
     except FinishedRun as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -293,7 +294,13 @@ def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = N
         raise UserError("model_name_or_path: give a local model (or hub id), or api_base_url + api_model")
     if args.adapter_path and not args.api_base_url:
         _check_adapter(args.adapter_path)
-    check_env_name(args.api_key_env, "api_key_env")
+    if args.api_base_url:  # pre-flight, before the output dir is claimed or anything loads
+        from chimed_trl.generation.openai_backend import check_server
+
+        check_env_name(args.api_key_env, "api_key_env")
+        check_server(args.api_base_url, args.api_model, api_key=os.environ.get(args.api_key_env))  # servers without
+    else:  # auth (vLLM, transformers serve) need no key
+        check_env_name(args.api_key_env, "api_key_env")
     out = Path(args.output_dir).expanduser()
     claim, finished = _prepare_output_dir(out, _resolved(args, model_args), args.overwrite_output_dir)
     try:

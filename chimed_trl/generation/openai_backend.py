@@ -50,8 +50,10 @@ SAMPLING_VIA = ("openai", "generation_config")
 def check_server(base_url: str, model: str, api_key: str | None = None, timeout: float = 5.0) -> list[str]:
     """Pre-flight: ``GET {base_url}/models`` answers within ``timeout`` and lists ``model``; returns the served ids.
 
-    Any fault (nothing listening, a timeout, an HTTP error, not an OpenAI-compatible answer, the model not
-    served) is one :class:`UserError` line naming the URL, the model and what to do; no traceback.
+    Any fault (nothing listening, a timeout, an HTTP 4xx, not an OpenAI-compatible answer, the model not
+    served) is one :class:`UserError` line naming the URL, the model and what to do; no traceback. A server that
+    is up but cannot list its models (HTTP 5xx) or a local model path that is not listed (``transformers serve``
+    loads paths on demand) is logged and left to the first request.
     ``api_key`` (the secret itself) only travels in the request header.
     """
     url = f"{base_url.rstrip('/')}/models"
@@ -61,6 +63,10 @@ def check_server(base_url: str, model: str, api_key: str | None = None, timeout:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as err:
+        if err.code >= 500:  # up, but cannot list (`transformers serve` offline answers 500): reachable is enough
+            logger.warning("%s: GET %s answered HTTP %d; the model name is checked at the first request", where, url,
+                           err.code)  # fmt: skip
+            return []
         hint = "check the API key" if err.code in (401, 403) else "check that the URL ends with the API root (/v1)"
         raise UserError(f"{where}: GET {url} answered HTTP {err.code} {err.reason}; {hint}") from None
     except urllib.error.URLError as err:
@@ -77,7 +83,9 @@ def check_server(base_url: str, model: str, api_key: str | None = None, timeout:
     served = (
         [str(m.get("id")) for m in payload.get("data", []) if isinstance(m, dict)] if isinstance(payload, dict) else []
     )
-    if model not in served:
+    if model not in served and os.path.isdir(model):  # servers that load a local path on demand do not list it
+        logger.warning("%s: not in the served list %s; a local path, checked at the first request", where, served)
+    elif model not in served:
         raise UserError(f"{where}: the server serves {served}, not {model!r}; ask for one of those names")
     return served
 

@@ -20,12 +20,17 @@ KEY_ENV, KEY = "CHIMED_TEST_AUGMENT_KEY", "sk-test-3f9a7c1e-never-written"
 class ScriptedServer:
     """Answers ``POST /v1/chat/completions``: first the queued error statuses, then ``answer(model, question)``."""
 
-    def __init__(self, answer, failures=()):
-        self.answer, self.failures, self.requests = answer, list(failures), []
+    def __init__(self, answer, failures=(), models=("A", "B", "Z")):
+        self.answer, self.failures, self.requests, self.models = answer, list(failures), [], list(models)
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # the pre-flight's model list
+                if self.path != "/v1/models":
+                    return self._send(404, {"error": {"message": "not found"}})
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in server.models]})
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 question = body["messages"][-1]["content"]
@@ -293,7 +298,9 @@ def test_config_mistakes_are_one_clear_line(tmp_path, monkeypatch):
     (foreign / "thesis.tex").write_text("mine")
     with pytest.raises(UserError, match="holds no run of this package .*found thesis.tex"):
         augment_rankings(
-            AugmentArguments(str(foreign), [{"formatter": "cmd_reward", "path": str(pairs)}], [api("A", "u")])
+            AugmentArguments(
+                str(foreign), [{"formatter": "cmd_reward", "path": str(pairs)}], [{"name": "b", "model": "m"}]
+            )
         )
     assert (foreign / "thesis.tex").read_text() == "mine"
 
@@ -332,3 +339,30 @@ def test_cli_datasets_json_and_typed_responder_fields(tmp_path):
     for key, (value, message) in bad.items():
         with pytest.raises(UserError, match=message):
             args_for(tmp_path, pairs, [{"name": "a", "model": "m"}, {"name": "b", "model": "m", key: value}])
+
+
+# Bugs caught (issue 16): an endpoint with nothing listening was a 122-line httpx/openai traceback, found only
+# after the local responders had loaded; a wrong api_model was found at the first request. Both are one line
+# naming the responder, the URL and the model, before any model loads or the output dir is claimed.
+def test_endpoints_are_checked_before_anything_loads(tmp_path, monkeypatch, tiny_model_dir):
+    import socket
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    pairs = tmp_path / "pairs.jsonl"
+    write_pairs(pairs, 2)
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused while the test holds it
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/v1"
+    local = {"name": "local", "model": str(tiny_model_dir)}
+    try:
+        with pytest.raises(UserError) as e:
+            augment_rankings(args_for(tmp_path, pairs, [local, api("A", dead_url)]))
+    finally:
+        dead.close()
+    message = str(e.value)
+    assert message.startswith("responder 'A': ") and dead_url in message and "'A'" in message
+    assert "\n" not in message and KEY not in message and not (tmp_path / "out").exists()
+    with ScriptedServer(lambda m, q: "fine", models=("B",)) as server:
+        with pytest.raises(UserError, match=r"responder 'A': .*serves \['B'\], not 'A'"):
+            augment_rankings(args_for(tmp_path, pairs, [api("A", server.base_url)]))
+        assert server.requests == [] and not (tmp_path / "out").exists()

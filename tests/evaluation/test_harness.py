@@ -82,6 +82,14 @@ def test_evaluate_recipe_writes_reports(tiny_model_dir, tmp_path):
 class _ChatHandler(BaseHTTPRequestHandler):
     seen_auth: list[str] = []
 
+    def do_GET(self):  # noqa: N802 - the pre-flight's model list
+        data = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self):  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _ChatHandler.seen_auth.append(self.headers.get("Authorization", ""))
@@ -336,3 +344,24 @@ def test_interrupted_api_run_keeps_finished_tasks_and_resumes(tmp_path, monkeypa
     finally:
         server.shutdown()
     assert sum(asked) == 4 and result["tasks"]["choice"]["total"] == 4 and (out / "metrics.json").exists()
+
+
+# Bug caught (issue 16): evaluation's API mode with nothing listening failed at the first request, as an
+# openai traceback. It is one line naming the URL and the model, before the output dir is claimed.
+def test_api_mode_server_is_checked_first(tmp_path):
+    import socket
+
+    from chimed_trl.errors import UserError
+
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    url = f"http://127.0.0.1:{dead.getsockname()[1]}/v1"
+    choice = [{"formatter": "choice", "path": str(SAMPLES / "choice_test.jsonl")}]
+    try:
+        with pytest.raises(UserError) as e:
+            run_evaluation(EvalArguments(output_dir=str(tmp_path / "e"), api_base_url=url, api_model="m",
+                                         tasks=["choice"], choice_datasets=choice))  # fmt: skip
+    finally:
+        dead.close()
+    assert url in str(e.value) and "'m'" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "e").exists()

@@ -65,6 +65,7 @@ from chimed_trl.generation.base import Completion
 from chimed_trl.runs import (
     BOOKKEEPING_FILES,
     RESOLVED_CONFIG,
+    check_env_name,
     config_differences,
     move_secrets_to_env,
     resolve_config,
@@ -163,6 +164,7 @@ class RejectionSamplingTrainer(PolicyUpdate):
 
         if self.args.generation_backend != "server":
             return
+        check_env_name(self.args.generation_api_key_env, "generation_api_key_env")  # a pasted key is never echoed
         key = os.environ.get(self.args.generation_api_key_env)
         for url in self.args.base_urls:
             check_server(url, self.served_model, api_key=key)
