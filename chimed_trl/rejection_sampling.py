@@ -7,7 +7,6 @@ or ``dialogue_eval`` (the messages; the reference).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +21,11 @@ from chimed_trl.errors import UserError
 from chimed_trl.models import load_tokenizer, model_init_kwargs
 from chimed_trl.runs import (
     BOOKKEEPING_FILES,
-    METRICS_FILE,
-    FinishedRun,
     move_secrets_to_env,
-    prepare_output_dir,
-    remove_if_only_ours,
     resolve_config,
     write_json,
 )
-from chimed_trl.stages import close_log, log_to_file, setup_logging
+from chimed_trl.stages import guarded_run, setup_logging
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer, check_prompts
 from chimed_trl.trainers.rejection_sampling.config import RERUN_NEUTRAL_KEYS
@@ -126,41 +121,21 @@ def run_rejection_sampling(
         with state.main_process_first():  # rank 0 builds; the others then find it built
             ensure_tiny(model_args.model_name_or_path)  # any tiny build; never a user model
     prompts, prompt_stats = load_prompts(script_args)  # data checks before the output dir is claimed
-    resolved = resolve_config(
-        run={"recipe": "rejection_sampling"}, script=script_args, training=training_args, model=model_args
-    )
-    try:
-        claim = prepare_output_dir(
-            training_args.output_dir,
-            resolved,
-            script_args.overwrite_output_dir,
-            state.is_main_process,
-            lock=True,
-            neutral=RERUN_NEUTRAL_KEYS,
-        )
-    except FinishedRun as e:
-        logger.warning("%s", e)
-        return json.loads((Path(training_args.output_dir).expanduser() / METRICS_FILE).read_text(encoding="utf-8"))
-    state.wait_for_everyone()  # every rank has judged the directory before the main process writes into it
-    handler = log_to_file(training_args.output_dir) if state.is_main_process else None
-    refused = False
-    try:
+    sections = dict(run={"recipe": "rejection_sampling"}, script=script_args, training=training_args, model=model_args)
+
+    def body(_resume) -> dict:
         if state.is_main_process:
-            write_json(claim.out / DATA_STATS, prompt_stats)
-        logger.info(
-            "prompts: %d used of %d read (%s)", prompt_stats["prompts_used"], prompt_stats["prompts_read"], DATA_STATS
-        )
-        return _train(script_args, training_args, model_args, prompts, resolved)
-    except UserError:
-        refused = True
-        raise
-    finally:
-        if handler is not None:
-            close_log(handler)
-        if claim.lock is not None:
-            claim.lock.release()
-        if refused and state.is_main_process and remove_if_only_ours(claim, BOOKKEEPING_FILES | {RUN_FILE}):
-            logger.info("refused before any sample: removed what this run wrote in %s", claim.out)
+            write_json(Path(training_args.output_dir).expanduser() / DATA_STATS, prompt_stats)
+        used, read = prompt_stats["prompts_used"], prompt_stats["prompts_read"]
+        logger.info("prompts: %d used of %d read (%s)", used, read, DATA_STATS)
+        return _train(script_args, training_args, model_args, prompts, resolve_config(**sections))
+
+    # the trainer writes resolved_config.yaml itself, once it has checked the samples it would resume
+    own = BOOKKEEPING_FILES | {RUN_FILE}
+    overwrite = script_args.overwrite_output_dir
+    return guarded_run(
+        training_args.output_dir, sections, overwrite, body, RERUN_NEUTRAL_KEYS, own, write_config=False
+    )
 
 
 def _train(script_args, training_args, model_args, prompts: list[dict], resolved: dict) -> dict:

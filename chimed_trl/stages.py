@@ -26,7 +26,9 @@ from chimed_trl.data.sources import resolve
 from chimed_trl.errors import ConfigError, UserError
 from chimed_trl.models import load_model, load_tokenizer
 from chimed_trl.runs import (
+    BOOKKEEPING_FILES,
     METRICS_FILE,
+    RESUME_NEUTRAL_KEYS,
     FinishedRun,
     move_secrets_to_env,
     prepare_output_dir,
@@ -132,19 +134,29 @@ def close_log(handler: logging.Handler) -> None:
     handler.close()
 
 
-def guarded_run(output_dir: str, sections: dict, overwrite: bool, body) -> dict:
+def guarded_run(
+    output_dir: str,
+    sections: dict,
+    overwrite: bool,
+    body,
+    neutral: frozenset = RESUME_NEUTRAL_KEYS,
+    own_files: frozenset = BOOKKEEPING_FILES,
+    write_config: bool = True,
+) -> dict:
     """The bookkeeping every training stage shares, around ``body(resume_checkpoint) -> metrics``.
 
     A finished run (``metrics.json`` present, same config) is left alone and its metrics returned; a
     different config or a foreign directory is refused before any data is read; the main process holds the
     directory's lock for the whole run; ``train.log`` collects the run's log lines; ``resolved_config.yaml``
     (secrets redacted) is written before training; a run refused before any result (a bad data row, a model
-    that will not load) leaves nothing behind in a directory it found missing or empty.
+    that will not load) leaves nothing behind in a directory it found missing or empty (``own_files`` are what the
+    stage may have written by then). ``neutral`` keys may differ on a rerun; ``write_config=False`` leaves
+    ``resolved_config.yaml`` to a body that writes it only once it has checked what it resumes.
     """
     state = PartialState()
     resolved = resolve_config(**sections)
     try:
-        claim = prepare_output_dir(output_dir, resolved, overwrite, state.is_main_process, lock=True)
+        claim = prepare_output_dir(output_dir, resolved, overwrite, state.is_main_process, lock=True, neutral=neutral)
     except FinishedRun as e:
         logger.warning("%s", e)
         return json.loads((Path(output_dir).expanduser() / METRICS_FILE).read_text(encoding="utf-8"))
@@ -152,7 +164,7 @@ def guarded_run(output_dir: str, sections: dict, overwrite: bool, body) -> dict:
     handler = log_to_file(output_dir) if state.is_main_process else None
     refused = False
     try:
-        if state.is_main_process:
+        if state.is_main_process and write_config:
             write_resolved_config(output_dir, resolved)
         if claim.resume:
             logger.info("resuming from %s", claim.resume)
@@ -168,7 +180,7 @@ def guarded_run(output_dir: str, sections: dict, overwrite: bool, body) -> dict:
             close_log(handler)
         if claim.lock is not None:
             claim.lock.release()
-        if refused and state.is_main_process and remove_if_only_ours(claim):
+        if refused and state.is_main_process and remove_if_only_ours(claim, own_files):
             logger.info("refused before any result: removed what this run wrote in %s", claim.out)
 
 
