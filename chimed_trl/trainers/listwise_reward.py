@@ -257,6 +257,7 @@ class ListwiseRewardTrainer(RewardTrainer):
                 padding_side=args.padding_side,
             )
         self._sums = {"train": None, "eval": None}
+        self._eval_prefix = "eval"  # the metric prefix of the eval set being scored (see log)
 
     # ---- data --------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -382,6 +383,12 @@ class ListwiseRewardTrainer(RewardTrainer):
         for key, value in self.summary_metrics(mode).items():
             self._metrics[mode][key] = [value]
         self._sums[mode] = None
+        if mode == "eval" and self._eval_prefix != "eval":
+            # several eval sets (eval_dataset={"heldout": ..., "train_sample": ...}) are scored one after the other;
+            # TRL would name every set's metrics eval_<key>, so name them after their set: eval_heldout_<key>
+            for key, values in self._metrics["eval"].items():
+                logs[f"{self._eval_prefix}_{key}"] = sum(values) / len(values)
+            self._metrics["eval"].clear()
         super().log(logs, start_time)
 
     # ---- evaluation and prediction ------------------------------------------------------------------------------
@@ -401,7 +408,11 @@ class ListwiseRewardTrainer(RewardTrainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._reset_eval_metrics()
-        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        outer, self._eval_prefix = self._eval_prefix, metric_key_prefix  # a dict of sets re-enters once per set
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._eval_prefix = outer
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
         """Scores raw ranked (or chosen/rejected) records: ``predictions = (scores, ranks)``, ``[N, K_max]`` each."""
