@@ -340,27 +340,28 @@ class ListwiseRewardTrainer(RewardTrainer):
         rows = list_statistics(
             scores.float(), ranks, inputs["source_ids"], self.args.metric_max_rank, len(self.source_names)
         )
+        # each list's margin (best minus worst) and a count: the logged margin is the mean over lists, not over
+        # batches (a short last batch would otherwise weigh as much as a full one)
+        best, worst = best_worst_index(ranks)
+        batch = torch.arange(ranks.shape[0], device=ranks.device)
+        list_margins = scores.float()[batch, best] - scores.float()[batch, worst]
+        rows = torch.cat([rows, list_margins[:, None], torch.ones_like(list_margins)[:, None]], dim=1)
         # fixed-size tensors only: [B, D] per process (B equal across processes) and scalars; never ragged ones
         rows = self.accelerator.gather_for_metrics(rows).sum(dim=0).cpu()
         self._sums[mode] = rows if self._sums[mode] is None else self._sums[mode] + rows
-        masked = torch.where(ranks >= 0, scores, torch.full_like(scores, float("nan")))
         extremes = torch.stack([flat.min(), flat.max(), flat.sum(), torch.tensor(float(flat.numel()))])
         extremes = self.accelerator.gather_for_metrics(extremes[None].float()).cpu()
         self._metrics[mode]["min_reward"].append(extremes[:, 0].min().item())
         self._metrics[mode]["max_reward"].append(extremes[:, 1].max().item())
         self._metrics[mode]["mean_reward"].append((extremes[:, 2].sum() / extremes[:, 3].sum()).item())
-        best, worst = best_worst_index(ranks)
-        batch = torch.arange(ranks.shape[0], device=ranks.device)
-        margin = (masked[batch, best] - masked[batch, worst]).mean()
-        self._metrics[mode]["margin"].append(self.accelerator.gather_for_metrics(margin[None]).mean().item())
 
     def summary_metrics(self, mode: str) -> dict[str, float]:
         """Ratios from the summed statistics since the last log (accuracies, tau, mean rewards)."""
         sums = self._sums.get(mode)
         if sums is None:
             return {}
-        sums = sums.tolist()
-        out = {}
+        *sums, margin_sum, n_lists = sums.tolist()  # the last two columns: see _record_metrics
+        out = {"margin": margin_sum / n_lists} if n_lists else {}
         if sums[1]:
             out["pairwise_accuracy"] = sums[0] / sums[1]
         if sums[3]:
