@@ -217,6 +217,10 @@ def _fmt(value: Any, percent: bool = False) -> str:
     return str(value)
 
 
+def _percent_points(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def _signed(value: float | None) -> str:
     return "—" if value is None else f"{value:+.2f}"
 
@@ -262,13 +266,13 @@ def downstream_table(data: dict) -> list[str]:
     rows = [
         [
             r["task"],
-            f"{r['sft']:.2f}",
-            _fmt(r["rs_binary"]),
+            _percent_points(r["sft"]),
+            _percent_points(r["rs_binary"]),
             _signed(r["delta_binary"]),
-            _fmt(r["rs_listwise"]),
+            _percent_points(r["rs_listwise"]),
             _signed(r["delta_listwise"]),
-            _fmt(r["paper"]),
-        ]  # fmt: skip
+            _percent_points(r["paper"]),
+        ]
         for r in data["rows"]
     ]
     return _table(header, rows)
@@ -307,7 +311,7 @@ def render(args: AblationReportArguments, arms: list[dict], n_pairs: int, data: 
         "",
         f"The paper column is the published {PAPER_MODEL} figure (its whole regime: pre-training, SFT and rejection "
         "sampling, 13B), beside for scale; the paper publishes no rejection-sampling ablation, so no paper delta "
-        f"exists. Source: {data['paper_source'] or 'paper_reference.json'}.",
+        f"exists. Source: {(data['paper_source'] or 'paper_reference.json').rstrip('.')}.",
         "",
     ]
     return "\n".join(lines)
