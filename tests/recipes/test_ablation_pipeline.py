@@ -39,6 +39,11 @@ def test_tiny_ablation_pipeline_reports_from_the_runs(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_ablation_outputs(out)
+
+
+def check_ablation_outputs(out):
+    """Every figure of the ablation report in ``out/report`` against the runs' own files (also usable on a kept run)."""
     report_dir = out / "report"
     assert (report_dir / "reward_ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ablation = json.loads((report_dir / "ablation.json").read_text())
