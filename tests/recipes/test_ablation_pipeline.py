@@ -92,3 +92,43 @@ def check_ablation_outputs(out):
     markdown = (report_dir / "report.md").read_text()
     assert "steps to 98% train acc." in markdown and "![held-out and train accuracy](reward_ablation.png)" in markdown
     assert "figures say nothing about the paper's claim" in markdown
+
+
+# Catches: a shipped ablation whose two reward arms would be scored on different held-out sets (different
+# eval_datasets or eval_seed once the stage's own flags are applied), an arm with the wrong loss or data, or a stage
+# naming a recipe/config that does not exist. Parses each reward stage's exact command line as the recipe would.
+@pytest.mark.parametrize("name", ["tiny/ablation", "tiny/ablation_medicalgpt", "chimed-gpt/ablation"])
+def test_shipped_ablation_arms_share_one_heldout_set(name):
+    from chimed_trl.cli import parse_recipe_args
+    from chimed_trl.configs import ChimedModelConfig
+    from chimed_trl.pipeline import check_files, load_pipeline, stage_command
+    from chimed_trl.reward import RewardScriptArguments
+    from chimed_trl.trainers import ListwiseRewardConfig
+
+    pipe = load_pipeline(REPO / f"recipes/{name}.yaml")
+    old_cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        assert check_files(pipe) == []
+    finally:
+        os.chdir(old_cwd)
+    arms = {}
+    for arm in ("binary", "listwise"):
+        stage = next(s for s in pipe.stages if s.name == f"reward_{arm}")
+        command = stage_command(pipe, stage)  # python recipes/reward.py ... or accelerate launch ... recipes/reward.py
+        argv = command[command.index(stage.script) + 1 :] + ["--bf16", "false", "--use_cpu", "true"]
+        argv[argv.index("--config") + 1] = str(REPO / argv[argv.index("--config") + 1])
+        arms[arm] = parse_recipe_args((RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig), argv)
+    (binary, binary_training, binary_model), (listwise, listwise_training, listwise_model) = (
+        arms["binary"],
+        arms["listwise"],
+    )
+    assert binary.eval_datasets and binary.eval_datasets == listwise.eval_datasets
+    assert binary.eval_seed == listwise.eval_seed and binary.test_size == listwise.test_size == 0
+    assert binary_model.model_name_or_path == listwise_model.model_name_or_path  # the same SFT model
+    assert (binary_training.loss_type, listwise_training.loss_type) == ("pairwise", "listmle")
+    assert binary_training.eval_strategy == listwise_training.eval_strategy == "steps"
+    assert [s.card or s.formatter for s in binary.datasets] == ["cmd_reward"]
+    assert [s.formatter for s in listwise.datasets] == ["ranked"]
+    report = next(s for s in pipe.stages if s.recipe == "ablation_report")
+    assert report.args["binary_reward"] == "{reward_binary}" and report.args["listwise_reward"] == "{reward_listwise}"
