@@ -192,11 +192,12 @@ def chart(arms: list[dict], overfit_accuracy: float, out: Path) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for colour, (arm, label) in zip(("tab:red", "tab:blue"), ARMS):
+    # (a) in large circles under (b)'s dots: where the curves coincide both stay visible
+    for colour, marker, (arm, label) in zip(("tab:red", "tab:blue"), ("o", "."), ARMS):
         data = next(a for a in arms if a["arm"] == arm)
         for points, style, what in ((data["heldout_curve"], "-", "held-out"), (data["train_curve"], "--", "train")):
             if points:
-                ax.plot(*zip(*points), style, color=colour, marker=".", label=f"{label}: {what}")
+                ax.plot(*zip(*points), style, color=colour, marker=marker, label=f"{label}: {what}")
     ax.axhline(overfit_accuracy, color="grey", linewidth=0.8, linestyle=":", label=f"{overfit_accuracy:.0%} train")
     ax.set_xlabel("training step")
     ax.set_ylabel("pairwise accuracy")

@@ -66,7 +66,10 @@ def check_ablation_outputs(out):
         metrics = json.loads((run / "metrics.json").read_text())
         for curve, name in (("heldout_curve", "heldout"), ("train_curve", "train_sample")):
             points = arms[arm][curve]
-            assert [step for step, _ in points] == list(range(2, metrics["steps"] + 1, 2)), (arm, curve)
+            assert [step for step, _ in points] == list(range(0, metrics["steps"] + 1, 2)), (
+                arm,
+                curve,
+            )  # eval_on_start
             printed = printed_evals(log_text, name)  # 4 significant digits in the console line
             assert [v for _, v in points] == pytest.approx(printed[: len(points)], rel=1e-3, abs=1e-4), (arm, curve)
         train = [v for _, v in arms[arm]["train_curve"]]

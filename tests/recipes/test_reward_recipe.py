@@ -129,7 +129,7 @@ def test_fixed_heldout_pairs_are_scored_every_eval_steps(tiny_model_dir, tmp_pat
     history = metrics["log_history"]
     for name in ("heldout", "train_sample"):
         steps = [h["step"] for h in history if f"eval_{name}_pairwise_accuracy" in h]
-        assert steps[:2] == [2, 4], name  # every eval_steps, then once more at the end for the final model
+        assert steps[:3] == [0, 2, 4], name  # at the start, every eval_steps, then once more for the final model
     scores = heldout_pair_scores(out, pairs)
     recomputed = sum(chosen > rejected for chosen, rejected in scores) / len(scores)
     assert metrics["eval"]["pairwise_accuracy"] == pytest.approx(recomputed)
