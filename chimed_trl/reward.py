@@ -4,6 +4,11 @@
 policy, with a fresh one-score head) or a sequence-classification one, trains with
 :class:`~chimed_trl.trainers.ListwiseRewardTrainer`, saves the model (or LoRA adapter with its score head) and the
 tokenizer, and writes ``resolved_config.yaml``, ``data_stats.json`` and, last, ``metrics.json`` in ``output_dir``.
+
+Held-out scoring: by default ``test_size`` splits the training mixture. With ``eval_datasets`` the held-out set is
+fixed instead (:mod:`chimed_trl.data.heldout`): original pairs, the same whatever the run trains on, scored every
+``eval_steps`` beside a fixed sample of training records; the log history (``eval_heldout_<metric>``,
+``eval_train_sample_<metric>``) goes into ``metrics.json`` and the pairs into ``heldout_pairs.jsonl``.
 """
 
 from __future__ import annotations

@@ -232,7 +232,9 @@ class ListwiseRewardTrainer(RewardTrainer):
     ``pairwise_accuracy`` (all strictly ordered pairs), ``top1_accuracy``, ``kendall_tau``, ``margin`` (best minus
     worst), ``min/mean/max_reward``, ``reward_rank_<r>`` and ``reward_source_<label>``. ``predict()`` takes raw
     records and returns ``predictions = (scores, ranks)``, each ``[N, K_max]``; entries with a negative rank are padding.
-    ``data_report[split]`` counts the truncated and dropped responses and lists.
+    ``data_report[split]`` counts the truncated and dropped responses and lists. With several eval sets
+    (``eval_dataset={"heldout": ..., "train_sample": ...}``) each set's metrics are logged under its own name
+    (``eval_heldout_pairwise_accuracy``, ...). ``margin`` is the mean over lists.
     """
 
     _tag_names = ["trl", "reward-trainer", "listwise", "chimed-trl"]
