@@ -121,6 +121,8 @@ def reward_arm(arm: str, run_dir: Path, overfit_accuracy: float) -> dict:
         "heldout_reward_by_rank": _rank_rewards(final),
         "train_reward_by_rank": _rank_rewards(last_train_log, "eval_train_sample_"),
         "heldout_pair_ids": list(metrics["heldout"]["pair_ids"]),
+        # pairs left after max_length/over_length handling: the pairs the accuracy is over
+        "heldout_scored": (metrics.get("data_report") or {}).get("heldout", {}).get("lists_kept"),
     }
 
 
@@ -133,6 +135,12 @@ def check_same_heldout(arms: list[dict]) -> int:
             raise UserError(
                 f"reward runs {first['arm']} and {other['arm']} were scored on different held-out pairs ({only} ids "
                 "in one only): give both the same eval_datasets and eval_seed"
+            )
+        if other["heldout_scored"] != first["heldout_scored"]:
+            raise UserError(
+                f"reward runs {first['arm']} and {other['arm']} scored {first['heldout_scored']} and "
+                f"{other['heldout_scored']} of the same held-out pairs (max_length/over_length dropped some): give "
+                "both the same max_length and over_length"
             )
     return len(first["heldout_pair_ids"])
 
@@ -283,9 +291,13 @@ def render(args: AblationReportArguments, arms: list[dict], n_pairs: int, data: 
     lines = ["# Reward-model ablation: binary pairs (a) vs augmented ranked lists (b)", ""]
     if args.note:
         lines += [f"> {args.note}", ""]
+    scored = arms[0]["heldout_scored"]
+    dropped = (
+        f" ({n_pairs - scored} too long for max_length, dropped in both runs)" if scored not in (None, n_pairs) else ""
+    )
     lines += [
         f"Both reward models start from the same SFT model and are scored on the same {n_pairs} held-out original "
-        "pairs (accepted vs rejected; identical pair ids, checked), whatever they train on. Train accuracy is "
+        f"pairs{dropped} (accepted vs rejected; identical pair ids, checked), whatever they train on. Train accuracy is "
         "measured on a fixed sample of each run's own training records (pairs for (a), ranked lists, all ordered "
         "pairs, for (b)). Curves and figures are read from the trainers' log histories (`metrics.json`).",
         "",
