@@ -292,12 +292,10 @@ def render(args: AblationReportArguments, arms: list[dict], n_pairs: int, data: 
     if args.note:
         lines += [f"> {args.note}", ""]
     scored = arms[0]["heldout_scored"]
-    dropped = (
-        f" ({n_pairs - scored} too long for max_length, dropped in both runs)" if scored not in (None, n_pairs) else ""
-    )
+    dropped = f"; {n_pairs - scored} too long for max_length, dropped in both" if scored not in (None, n_pairs) else ""
     lines += [
         f"Both reward models start from the same SFT model and are scored on the same {n_pairs} held-out original "
-        f"pairs{dropped} (accepted vs rejected; identical pair ids, checked), whatever they train on. Train accuracy is "
+        f"pairs (accepted vs rejected{dropped}; identical pair ids, checked), whatever they train on. Train accuracy is "
         "measured on a fixed sample of each run's own training records (pairs for (a), ranked lists, all ordered "
         "pairs, for (b)). Curves and figures are read from the trainers' log histories (`metrics.json`).",
         "",

@@ -66,7 +66,7 @@ def check_ablation_outputs(out):
         metrics = json.loads((run / "metrics.json").read_text())
         for curve, name in (("heldout_curve", "heldout"), ("train_curve", "train_sample")):
             points = arms[arm][curve]
-            assert [step for step, _ in points] == list(range(0, metrics["steps"] + 1, 2)), (
+            assert [step for step, _ in points] == list(range(0, metrics["steps"] + 1, 3)), (
                 arm,
                 curve,
             )  # eval_on_start
