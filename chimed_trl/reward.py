@@ -4,6 +4,11 @@
 policy, with a fresh one-score head) or a sequence-classification one, trains with
 :class:`~chimed_trl.trainers.ListwiseRewardTrainer`, saves the model (or LoRA adapter with its score head) and the
 tokenizer, and writes ``resolved_config.yaml``, ``data_stats.json`` and, last, ``metrics.json`` in ``output_dir``.
+
+Held-out scoring: by default ``test_size`` splits the training mixture. With ``eval_datasets`` the held-out set is
+fixed instead (:mod:`chimed_trl.data.heldout`): original pairs, the same whatever the run trains on, scored every
+``eval_steps`` beside a fixed sample of training records; the log history (``eval_heldout_<metric>``,
+``eval_train_sample_<metric>``) goes into ``metrics.json`` and the pairs into ``heldout_pairs.jsonl``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from trl import get_peft_config
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, HeldOutSize, parse_sources
+from chimed_trl.data.heldout import (
+    check_eval_sources,
+    load_heldout_pairs,
+    parse_eval_sources,
+    without_heldout_prompts,
+    write_pairs,
+)
 from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
-from chimed_trl.errors import UserError
+from chimed_trl.errors import ConfigError, UserError
 from chimed_trl.models import load_model, load_tokenizer
 from chimed_trl.runs import METRICS_FILE, write_json
 from chimed_trl.stages import run_stage
@@ -58,6 +70,26 @@ class RewardScriptArguments:
         default=False,
         metadata={"help": "Start over in an output_dir holding a finished or different run of this recipe."},
     )
+    eval_datasets: list[DatasetsJSON] = field(
+        default_factory=list,
+        metadata={
+            "help": "A fixed held-out set (same syntax as datasets; count:/fraction: pick a subset), used instead of "
+            "test_size: each record is reduced to its original pair (best vs worst response) and scored every "
+            "eval_steps with pairwise accuracy, whatever the model trains on; training records sharing a held-out "
+            "prompt are left out. Unset: the automatic test_size split."
+        },
+    )
+    eval_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the held-out subset (count:/fraction: in eval_datasets), apart from `seed`."},
+    )
+    train_sample_size: int = field(
+        default=64,
+        metadata={
+            "help": "With eval_datasets: this many training records (as trained: pairs or lists), fixed for the "
+            "run, scored beside the held-out pairs every eval_steps (the train-accuracy curve); 0 for none."
+        },
+    )
     train_metrics_max_lists: int = field(
         default=1000,
         metadata={"help": "Final ranking metrics on (up to) this many training lists, beside the held-out ones."},
@@ -65,6 +97,11 @@ class RewardScriptArguments:
 
     def __post_init__(self):
         self.datasets = parse_sources(self.datasets)
+        self.eval_datasets = parse_eval_sources(self.eval_datasets)
+        if self.eval_datasets and self.test_size:
+            raise ConfigError("give eval_datasets (a fixed held-out set) or test_size (a split of datasets), not both")
+        if isinstance(self.train_sample_size, bool) or self.train_sample_size < 0:
+            raise ConfigError(f"train_sample_size must be a whole number >= 0, got {self.train_sample_size!r}")
 
 
 def check_sources(script_args: RewardScriptArguments) -> None:
@@ -74,6 +111,7 @@ def check_sources(script_args: RewardScriptArguments) -> None:
         fmt = resolve(source)[1]
         if fmt != "ranked":
             raise UserError(f"datasets[{i}] ({source.label}) gives {fmt} records; the reward model trains on ranked")
+    check_eval_sources(script_args.eval_datasets)
 
 
 def lora_config(model_args: ChimedModelConfig):
@@ -106,6 +144,49 @@ def summarize(trainer: ListwiseRewardTrainer, wall_time: float, data_rows: list[
     }
 
 
+HELDOUT, TRAIN_SAMPLE = (
+    "heldout",
+    "train_sample",
+)  # the eval sets' names: eval_heldout_<metric>, eval_train_sample_<..>
+
+
+def fixed_eval_sets(script_args: RewardScriptArguments, train_data) -> tuple:
+    """``(train data, eval sets by name, held-out bookkeeping)`` for a run with ``eval_datasets``.
+
+    The trainer scores every set of the dict at each evaluation and logs each under its own name, so the
+    held-out and the train-sample curves land side by side in the log history."""
+    from datasets import Dataset
+
+    pairs = load_heldout_pairs(script_args.eval_datasets, script_args.eval_seed)
+    train_data, left_out = without_heldout_prompts(train_data, pairs)
+    if len(train_data) == 0:
+        raise UserError("every training record shares a prompt with eval_datasets: nothing is left to train on")
+    logger.info(
+        "held-out: %d original pairs; %d training records with a held-out prompt left out", len(pairs), left_out
+    )
+    eval_sets = {HELDOUT: Dataset.from_list([{k: p[k] for k in ("prompt", "responses", "ranks")} for p in pairs])}
+    n_sample = min(script_args.train_sample_size, len(train_data))
+    if n_sample:
+        eval_sets[TRAIN_SAMPLE] = train_data.select(range(n_sample))  # the mixture is shuffled: a seeded sample
+    return train_data, eval_sets, {"pairs": pairs, "train_records_left_out": left_out, "train_sample": n_sample}
+
+
+def final_heldout_metrics(trainer: ListwiseRewardTrainer, heldout: dict) -> dict:
+    """The trained model on the held-out pairs (``eval``, as without eval_datasets) and the whole log history."""
+    prefix = f"eval_{HELDOUT}"
+    final = trainer.evaluate(trainer.eval_dataset[HELDOUT], metric_key_prefix=prefix)
+    return {
+        "eval": {key[len(prefix) + 1 :]: v for key, v in final.items() if key.startswith(prefix + "_")},
+        "heldout": {
+            "pairs": len(heldout["pairs"]),
+            "pair_ids": [p["id"] for p in heldout["pairs"]],
+            "train_records_left_out": heldout["train_records_left_out"],
+            "train_sample_records": heldout["train_sample"],
+        },
+        "log_history": trainer.state.log_history,  # per-step held-out and train-sample curves
+    }
+
+
 def train_reward(
     script_args: RewardScriptArguments, training_args: ListwiseRewardConfig, model_args: ChimedModelConfig
 ) -> dict:
@@ -124,13 +205,16 @@ def _train(script_args, training_args, model_args, resume: str | None, start: fl
     data, data_rows = build_mixture(
         script_args.datasets, training_args.seed, script_args.test_size, script_args.dedup, stats_dir
     )
+    train_data, eval_data, heldout = data["train"], data.get("test"), None
+    if script_args.eval_datasets:
+        train_data, eval_data, heldout = fixed_eval_sets(script_args, train_data)
     with suppress_seqcls_warning():  # a causal-LM checkpoint: lm_head unused, score head new (expected)
         model = load_model(model_args, task="reward", trust_remote_code=trust)
     trainer = ListwiseRewardTrainer(
         model=model,
         args=training_args,
-        train_dataset=data["train"],
-        eval_dataset=data.get("test"),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
         processing_class=tokenizer,
         peft_config=lora_config(model_args),
     )
@@ -140,9 +224,13 @@ def _train(script_args, training_args, model_args, resume: str | None, start: fl
     n_train = min(script_args.train_metrics_max_lists, len(trainer.train_dataset))
     if n_train:
         metrics["train"] = _strip_prefix(trainer.evaluate(trainer.train_dataset.select(range(n_train))))
-    if "test" in data:
+    if heldout is not None:
+        metrics.update(final_heldout_metrics(trainer, heldout))
+    elif "test" in data:
         metrics["eval"] = _strip_prefix(trainer.evaluate())
     if trainer.is_world_process_zero():
+        if heldout is not None:
+            write_pairs(training_args.output_dir, heldout["pairs"])
         tokenizer.save_pretrained(training_args.output_dir)
         write_json(Path(training_args.output_dir) / METRICS_FILE, metrics)  # last: its presence = stage finished
     return metrics

@@ -484,6 +484,8 @@ def test_full_regime_learns(tmp_path):
 READMES = ("README.md", "recipes/chimed-gpt/README.md", "recipes/lora/README.md")
 CONFIG_PATH = re.compile(r"(?:recipes|accelerate_configs)/[\w./-]+\.yaml")
 LANDING = {"augment": "augment_rewards", "reward": "reward", "rejection_sampling": "rejection_sampling"}
+# the reward-model ablation's configs, longest prefix first: its reward arms, its report, its pipelines
+LANDING = {"ablation_reward": "reward", "ablation_report": "ablation_report", "ablation": "pipeline", **LANDING}
 
 
 def named_configs() -> list[str]:

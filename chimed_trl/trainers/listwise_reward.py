@@ -232,7 +232,9 @@ class ListwiseRewardTrainer(RewardTrainer):
     ``pairwise_accuracy`` (all strictly ordered pairs), ``top1_accuracy``, ``kendall_tau``, ``margin`` (best minus
     worst), ``min/mean/max_reward``, ``reward_rank_<r>`` and ``reward_source_<label>``. ``predict()`` takes raw
     records and returns ``predictions = (scores, ranks)``, each ``[N, K_max]``; entries with a negative rank are padding.
-    ``data_report[split]`` counts the truncated and dropped responses and lists.
+    ``data_report[split]`` counts the truncated and dropped responses and lists. With several eval sets
+    (``eval_dataset={"heldout": ..., "train_sample": ...}``) each set's metrics are logged under its own name
+    (``eval_heldout_pairwise_accuracy``, ...). ``margin`` is the mean over lists.
     """
 
     _tag_names = ["trl", "reward-trainer", "listwise", "chimed-trl"]
@@ -257,6 +259,7 @@ class ListwiseRewardTrainer(RewardTrainer):
                 padding_side=args.padding_side,
             )
         self._sums = {"train": None, "eval": None}
+        self._eval_prefix = "eval"  # the metric prefix of the eval set being scored (see log)
 
     # ---- data --------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -339,27 +342,28 @@ class ListwiseRewardTrainer(RewardTrainer):
         rows = list_statistics(
             scores.float(), ranks, inputs["source_ids"], self.args.metric_max_rank, len(self.source_names)
         )
+        # each list's margin (best minus worst) and a count: the logged margin is the mean over lists, not over
+        # batches (a short last batch would otherwise weigh as much as a full one)
+        best, worst = best_worst_index(ranks)
+        batch = torch.arange(ranks.shape[0], device=ranks.device)
+        list_margins = scores.float()[batch, best] - scores.float()[batch, worst]
+        rows = torch.cat([rows, list_margins[:, None], torch.ones_like(list_margins)[:, None]], dim=1)
         # fixed-size tensors only: [B, D] per process (B equal across processes) and scalars; never ragged ones
         rows = self.accelerator.gather_for_metrics(rows).sum(dim=0).cpu()
         self._sums[mode] = rows if self._sums[mode] is None else self._sums[mode] + rows
-        masked = torch.where(ranks >= 0, scores, torch.full_like(scores, float("nan")))
         extremes = torch.stack([flat.min(), flat.max(), flat.sum(), torch.tensor(float(flat.numel()))])
         extremes = self.accelerator.gather_for_metrics(extremes[None].float()).cpu()
         self._metrics[mode]["min_reward"].append(extremes[:, 0].min().item())
         self._metrics[mode]["max_reward"].append(extremes[:, 1].max().item())
         self._metrics[mode]["mean_reward"].append((extremes[:, 2].sum() / extremes[:, 3].sum()).item())
-        best, worst = best_worst_index(ranks)
-        batch = torch.arange(ranks.shape[0], device=ranks.device)
-        margin = (masked[batch, best] - masked[batch, worst]).mean()
-        self._metrics[mode]["margin"].append(self.accelerator.gather_for_metrics(margin[None]).mean().item())
 
     def summary_metrics(self, mode: str) -> dict[str, float]:
         """Ratios from the summed statistics since the last log (accuracies, tau, mean rewards)."""
         sums = self._sums.get(mode)
         if sums is None:
             return {}
-        sums = sums.tolist()
-        out = {}
+        *sums, margin_sum, n_lists = sums.tolist()  # the last two columns: see _record_metrics
+        out = {"margin": margin_sum / n_lists} if n_lists else {}
         if sums[1]:
             out["pairwise_accuracy"] = sums[0] / sums[1]
         if sums[3]:
@@ -382,6 +386,12 @@ class ListwiseRewardTrainer(RewardTrainer):
         for key, value in self.summary_metrics(mode).items():
             self._metrics[mode][key] = [value]
         self._sums[mode] = None
+        if mode == "eval" and self._eval_prefix != "eval":
+            # several eval sets (eval_dataset={"heldout": ..., "train_sample": ...}) are scored one after the other;
+            # TRL would name every set's metrics eval_<key>, so name them after their set: eval_heldout_<key>
+            for key, values in self._metrics["eval"].items():
+                logs[f"{self._eval_prefix}_{key}"] = sum(values) / len(values)
+            self._metrics["eval"].clear()
         super().log(logs, start_time)
 
     # ---- evaluation and prediction ------------------------------------------------------------------------------
@@ -401,7 +411,11 @@ class ListwiseRewardTrainer(RewardTrainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         self._reset_eval_metrics()
-        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        outer, self._eval_prefix = self._eval_prefix, metric_key_prefix  # a dict of sets re-enters once per set
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._eval_prefix = outer
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
         """Scores raw ranked (or chosen/rejected) records: ``predictions = (scores, ranks)``, ``[N, K_max]`` each."""

@@ -28,6 +28,7 @@ STAGES = {
     "augment_rewards": "recipes/tiny/augment.yaml",
     "rejection_sampling": "recipes/tiny/rejection_sampling.yaml",
     "evaluate": "recipes/tiny/evaluate.yaml",
+    "ablation_report": "recipes/tiny/ablation_report.yaml",
 }
 # advice that names a flag: the flag as it is passed on the command line
 FLAG_ADVICE = {"overwrite_output_dir": ["--overwrite_output_dir", "true"]}
@@ -67,7 +68,9 @@ def test_following_the_advice_never_touches_foreign_files(capsys, tmp_path, tiny
     before = _snapshot(out)
     module = _recipe(stage)
     argv = ["--config", str(REPO / STAGES[stage]), "--output_dir", str(out)]
-    if stage != "augment_rewards":
+    if stage == "ablation_report":  # reads runs, loads no model; refused before it reads them
+        argv += ["--binary_reward", str(tmp_path / "a"), "--listwise_reward", str(tmp_path / "b")]
+    elif stage != "augment_rewards":
         argv += ["--model_name_or_path", str(tiny_model_dir)]
     line = _one_line_refusal(capsys, module, argv)
     assert not re.search(r"\b(delete|remove|rm)\b", line), line  # never advise deleting what we did not write

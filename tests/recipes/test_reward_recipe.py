@@ -67,7 +67,11 @@ def test_non_positive_max_length_is_one_clear_error(tiny_model_dir, tmp_path, va
 
 # Catches: a reward config with a key no dataclass knows (TrlParser would refuse it at launch on the cluster), or a
 # loss_type typo in the shipped configs.
-@pytest.mark.parametrize("name", ["tiny/reward", "tiny/reward_lora", "chimed-gpt/reward", "lora/reward"])
+@pytest.mark.parametrize(
+    "name",
+    ["tiny/reward", "tiny/reward_lora", "chimed-gpt/reward", "lora/reward"]
+    + ["tiny/ablation_reward_binary", "tiny/ablation_reward_listwise", "chimed-gpt/ablation_reward_binary"],
+)
 def test_shipped_reward_configs_parse(name):
     from trl import TrlParser
 
@@ -80,3 +84,66 @@ def test_shipped_reward_configs_parse(name):
     script, training, model = parser.parse_args_and_config(argv)
     assert training.loss_type in ("listmle", "pairwise", "bt") and script.datasets
     assert model.use_peft == ("lora" in name)
+
+
+def heldout_pair_scores(run_dir, pairs):
+    """(chosen, rejected) scores of each held-out pair, with plain transformers: the score head on the last token's
+    hidden state of the unpadded chat-formatted prompt+response (no code of the package)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir, num_labels=1).eval()
+    scores = []
+    for pair in pairs:
+        row = []
+        for response in pair["responses"]:
+            messages = pair["prompt"] + [{"role": "assistant", "content": response}]
+            ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+            with torch.no_grad():
+                hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+                row.append((model.score.weight @ hidden).item())
+        scores.append(row)
+    return scores
+
+
+# Catches: held-out pairs that are not the source's original pairs, held-out prompts left in training, a held-out
+# curve that is not logged at every eval_steps (or only at the end), and a final held-out accuracy that is not the
+# saved model's: it is recomputed here from the saved weights with plain transformers on heldout_pairs.jsonl.
+def test_fixed_heldout_pairs_are_scored_every_eval_steps(tiny_model_dir, tmp_path):
+    out = tmp_path / "rm"
+    cmd = [sys.executable, "recipes/reward.py", "--config", "recipes/tiny/ablation_reward_binary.yaml"]
+    cmd += ["--output_dir", str(out), "--model_name_or_path", str(tiny_model_dir), "--max_steps", "4"]
+    cmd += ["--eval_steps", "2", "--train_sample_size", "4"]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    pairs = [json.loads(line) for line in (out / "heldout_pairs.jsonl").read_text().splitlines()]
+    source = [
+        json.loads(line) for line in (REPO / "chimed_trl/data/samples/reward_pairs.jsonl").read_text().splitlines()
+    ]
+    originals = {(r["question"], r["response_chosen"], r["response_rejected"]) for r in source}
+    assert len(pairs) == 10 and metrics["heldout"]["pair_ids"] == [p["id"] for p in pairs]
+    assert all((p["prompt"][0]["content"], *p["responses"]) in originals for p in pairs)
+    assert metrics["data_report"]["train"]["lists_in"] == 40 - 10  # the held-out questions left training
+    history = metrics["log_history"]
+    for name in ("heldout", "train_sample"):
+        steps = [h["step"] for h in history if f"eval_{name}_pairwise_accuracy" in h]
+        assert steps[:3] == [0, 2, 4], name  # at the start, every eval_steps, then once more for the final model
+    scores = heldout_pair_scores(out, pairs)
+    recomputed = sum(chosen > rejected for chosen, rejected in scores) / len(scores)
+    assert metrics["eval"]["pairwise_accuracy"] == pytest.approx(recomputed)
+    margin = sum(chosen - rejected for chosen, rejected in scores) / len(scores)
+    assert metrics["eval"]["margin"] == pytest.approx(margin, rel=1e-3, abs=1e-4)
+
+
+# Catches: a fixed held-out set and an automatic split both given (which one scores the model?) reaching training.
+def test_eval_datasets_with_test_size_is_one_line(tiny_model_dir, tmp_path):
+    cmd = [sys.executable, "recipes/reward.py", "--config", "recipes/tiny/ablation_reward_binary.yaml", "--output_dir"]
+    cmd += [str(tmp_path / "out"), "--model_name_or_path", str(tiny_model_dir), "--test_size", "4"]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert (
+        "error: give eval_datasets (a fixed held-out set) or test_size (a split of datasets), not both" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

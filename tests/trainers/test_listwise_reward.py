@@ -346,3 +346,33 @@ def test_lora_trains_and_saves_head_and_merges(tiny_model_dir, tokenizer, tmp_pa
     with pytest.raises(SystemExit) as refused:
         merge_main(argv)
     assert refused.value.code == 2
+
+
+# Catches: several eval sets (the held-out pairs and the train sample) logged under one name, so that one set's
+# accuracy overwrites the other's in the log history. The same lists with the order reversed score the complementary
+# pairwise accuracy (random head, no ties), so the two names must carry a and 1 - a, each as its own evaluate() says.
+def test_each_eval_set_logs_its_metrics_under_its_own_name(tiny_model_dir, tokenizer, tmp_path):
+    model = reward_model(tiny_model_dir)
+    torch.manual_seed(0)  # a fixed random head: the accuracy below is strictly between 0 and 1 for this seed
+    torch.nn.init.normal_(model.score.weight, std=1.0)
+    pairs = [{"prompt": r["prompt"], "responses": r["responses"][:2]} for r in RANKED[:1] + RANKED[2:]] * 2
+    pairs += [{"prompt": Q, "responses": ["请到医院检查。", "没事。"]}]
+    forward = rows(pairs)
+    reverse = rows([{**p, "responses": p["responses"][::-1]} for p in pairs])
+    trainer = ListwiseRewardTrainer(
+        model,
+        config(tmp_path),
+        train_dataset=forward,
+        eval_dataset={"heldout": forward, "train_sample": reverse},
+        processing_class=tokenizer,
+    )
+    metrics = trainer.evaluate()
+    alone = trainer.evaluate(trainer.eval_dataset["heldout"], metric_key_prefix="eval_heldout")
+    accuracy = metrics["eval_heldout_pairwise_accuracy"]
+    assert 0 < accuracy < 1  # both names would agree on 0 or 1 only by chance of the head
+    assert metrics["eval_train_sample_pairwise_accuracy"] == pytest.approx(1 - accuracy)
+    assert alone["eval_heldout_pairwise_accuracy"] == pytest.approx(accuracy)
+    assert "eval_pairwise_accuracy" not in metrics  # never the unnamed key TRL would give every set
+    logged = [h for h in trainer.state.log_history if "eval_train_sample_pairwise_accuracy" in h]
+    assert logged and logged[0]["eval_train_sample_pairwise_accuracy"] == pytest.approx(1 - accuracy)
+    assert "eval_heldout_reward_rank_0" in metrics and "eval_train_sample_margin" in metrics

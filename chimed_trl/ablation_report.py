@@ -1,0 +1,365 @@
+"""The reward-model ablation's report: binary (a) vs listwise (b) reward model, and what rejection sampling with each
+does downstream.
+
+Every figure is read from the runs' own files, never typed in: the accuracy curves from each reward run's
+``metrics.json`` ``log_history`` (the trainer's logs: ``eval_heldout_pairwise_accuracy`` and
+``eval_train_sample_pairwise_accuracy`` at every ``eval_steps``), the held-out pair ids from ``metrics.json``
+``heldout.pair_ids``, and the downstream figures from each evaluation's ``report.json`` (``paper.this_run``: the
+run's figures keyed by the paper's benchmark, in percent, beside the paper's published ones).
+
+Writes ``report.md``, ``reward_ablation.png``, ``ablation.json`` and, last, ``metrics.json`` in ``output_dir``.
+The two reward runs must have been scored on identical held-out pairs (same ids); otherwise the comparison is
+refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chimed_trl.errors import UserError
+from chimed_trl.runs import METRICS_FILE, write_atomic, write_json
+
+HELDOUT_ACCURACY = "eval_heldout_pairwise_accuracy"
+TRAIN_ACCURACY = "eval_train_sample_pairwise_accuracy"
+CHART = "reward_ablation.png"
+ARMS = (("binary", "(a) binary pairs, pairwise loss"), ("listwise", "(b) augmented lists, listwise loss"))
+PAPER_MODEL = "ChiMed-GPT"
+# The paper's one reward-model figure: it is stated in the text (no table), so it is shipped here with its source.
+PAPER_OVERFIT = {
+    "train_accuracy": 0.98,
+    "steps": 200,
+    "source": "Tian et al., ChiMed-GPT, arXiv 2311.06025, reward-model section: the binary accepted-vs-rejected task "
+    "reached 98% training accuracy in about 200 steps (their reason to augment the pairs into ranked lists)",
+}
+
+
+@dataclass
+class AblationReportArguments:
+    """The ablation's runs (stage folders) and where the report goes."""
+
+    output_dir: str = field(default="runs/tiny/ablation/report", metadata={"help": "Where the report is written."})
+    binary_reward: str | None = field(default=None, metadata={"help": "Reward run (a): binary pairs."})
+    listwise_reward: str | None = field(default=None, metadata={"help": "Reward run (b): augmented ranked lists."})
+    eval_sft: str | None = field(default=None, metadata={"help": "Evaluation of the SFT policy."})
+    eval_rs_binary: str | None = field(default=None, metadata={"help": "Evaluation of the policy RS'd with (a)."})
+    eval_rs_listwise: str | None = field(default=None, metadata={"help": "Evaluation of the policy RS'd with (b)."})
+    overfit_accuracy: float = field(
+        default=PAPER_OVERFIT["train_accuracy"],
+        metadata={"help": "Train accuracy that marks the paper's overfit signature (steps to reach it are reported)."},
+    )
+    note: str | None = field(default=None, metadata={"help": "A line shown at the top (what the figures mean)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in a finished report folder."})
+
+    def __post_init__(self):
+        for key in ("binary_reward", "listwise_reward"):
+            if not getattr(self, key):
+                raise UserError(f"{key} is required: the folder of that reward run (recipes/reward.py output_dir)")
+        if not 0 < self.overfit_accuracy <= 1:
+            raise UserError(f"overfit_accuracy must be in (0, 1], got {self.overfit_accuracy!r}")
+
+
+# ---------------------------------------------------------------- reading the runs
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what}: {path} not found (has that stage finished?)") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what}: {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def curve(history: list[dict], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of ``key`` in a trainer log history, one point per step (the first logged at that step:
+    the final evaluation repeats the last periodic one)."""
+    points: dict[int, float] = {}
+    for entry in history:
+        if isinstance(entry, dict) and isinstance(entry.get(key), int | float) and "step" in entry:
+            points.setdefault(int(entry["step"]), float(entry[key]))
+    return sorted(points.items())
+
+
+def first_step_at(points: list[tuple[int, float]], threshold: float) -> int | None:
+    return next((step for step, value in points if value >= threshold), None)
+
+
+def _rank_rewards(metrics: dict, prefix: str = "") -> dict[str, float]:
+    return {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix + "reward_rank_")}
+
+
+def reward_arm(arm: str, run_dir: Path, overfit_accuracy: float) -> dict:
+    """One reward run's curves and summary figures, from its ``metrics.json``."""
+    metrics = read_json(run_dir / METRICS_FILE, f"reward run {arm}")
+    history = metrics.get("log_history") or []
+    heldout, train = curve(history, HELDOUT_ACCURACY), curve(history, TRAIN_ACCURACY)
+    if not heldout or "heldout" not in metrics:
+        raise UserError(
+            f"reward run {arm} ({run_dir}) has no held-out accuracy curve: train it with eval_datasets and "
+            "eval_strategy: steps (recipes/tiny/ablation_reward_binary.yaml shows how)"
+        )
+    best_step, best = max(heldout, key=lambda point: (point[1], -point[0]))  # the earliest step of the best value
+    last_train_log = next((h for h in reversed(history) if TRAIN_ACCURACY in h), {})
+    final = metrics.get("eval", {})
+    return {
+        "arm": arm,
+        "run_dir": str(run_dir),
+        "loss_type": metrics.get("loss_type"),
+        "steps": metrics.get("steps"),
+        "heldout_curve": heldout,
+        "train_curve": train,
+        "steps_to_overfit": first_step_at(train, overfit_accuracy),
+        "best_heldout_accuracy": best,
+        "best_heldout_step": best_step,
+        "final_heldout_accuracy": final.get("pairwise_accuracy"),
+        "final_heldout_margin": final.get("margin"),
+        "final_train_accuracy": train[-1][1] if train else None,
+        "heldout_reward_by_rank": _rank_rewards(final),
+        "train_reward_by_rank": _rank_rewards(last_train_log, "eval_train_sample_"),
+        "heldout_pair_ids": list(metrics["heldout"]["pair_ids"]),
+        # pairs left after max_length/over_length handling: the pairs the accuracy is over
+        "heldout_scored": (metrics.get("data_report") or {}).get("heldout", {}).get("lists_kept"),
+    }
+
+
+def check_same_heldout(arms: list[dict]) -> int:
+    """The number of held-out pairs, after checking every arm was scored on the very same ones."""
+    first = arms[0]
+    for other in arms[1:]:
+        if sorted(other["heldout_pair_ids"]) != sorted(first["heldout_pair_ids"]):
+            only = len(set(first["heldout_pair_ids"]) ^ set(other["heldout_pair_ids"]))
+            raise UserError(
+                f"reward runs {first['arm']} and {other['arm']} were scored on different held-out pairs ({only} ids "
+                "in one only): give both the same eval_datasets and eval_seed"
+            )
+        if other["heldout_scored"] != first["heldout_scored"]:
+            raise UserError(
+                f"reward runs {first['arm']} and {other['arm']} scored {first['heldout_scored']} and "
+                f"{other['heldout_scored']} of the same held-out pairs (max_length/over_length dropped some): give "
+                "both the same max_length and over_length"
+            )
+    return len(first["heldout_pair_ids"])
+
+
+def eval_figures(run_dir: Path, what: str) -> dict[str, float]:
+    """``{"CMMLU micro": 25.0, ...}``: an evaluation's figures under the paper's benchmark names (percent)."""
+    report = read_json(run_dir / "report.json", what)
+    this_run = (report.get("paper") or {}).get("this_run") or {}
+    return {
+        f"{benchmark} {metric}": value
+        for benchmark, values in this_run.items()
+        for metric, value in values.items()
+        if metric != "denominator" and isinstance(value, int | float)
+    }
+
+
+def paper_figure(reference: dict, name: str) -> float | None:
+    """The paper's ChiMed-GPT figure for ``"<benchmark> <metric>"`` from its reference tables, if it has one."""
+    benchmark, _, metric = name.partition(" ")
+    choice = (reference.get("choice_accuracy") or {}).get(benchmark)
+    if choice and metric == "micro":
+        return choice["scores"].get(PAPER_MODEL)
+    ner = (reference.get("ner_f1") or {}).get(benchmark)
+    if ner and metric == "f1":
+        return ner.get(PAPER_MODEL)
+    text = reference.get(benchmark)
+    if isinstance(text, dict) and metric in text.get("metrics", []):
+        return text["scores"][PAPER_MODEL][text["metrics"].index(metric)]
+    return None
+
+
+def downstream(args: AblationReportArguments) -> dict | None:
+    """Per task: SFT, each RS policy and its delta (RS minus SFT), with the paper's ChiMed-GPT figure beside."""
+    runs = {"sft": args.eval_sft, "binary": args.eval_rs_binary, "listwise": args.eval_rs_listwise}
+    if not all(runs.values()):
+        return None
+    figures = {name: eval_figures(Path(path), f"evaluation {name}") for name, path in runs.items()}
+    reference = read_json(Path(runs["sft"]) / "report.json", "evaluation sft").get("paper") or {}
+    rows = []
+    for task, sft in figures["sft"].items():
+        row = {"task": task, "sft": sft, "paper": paper_figure(reference, task)}
+        for arm in ("binary", "listwise"):
+            rs = figures[arm].get(task)
+            row[f"rs_{arm}"] = rs
+            row[f"delta_{arm}"] = None if rs is None else rs - sft
+        rows.append(row)
+    return {"rows": rows, "paper_source": reference.get("source")}
+
+
+# ---------------------------------------------------------------- chart and Markdown
+
+
+def chart(arms: list[dict], overfit_accuracy: float, out: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    # (a) in large circles under (b)'s dots: where the curves coincide both stay visible
+    for colour, marker, (arm, label) in zip(("tab:red", "tab:blue"), ("o", "."), ARMS):
+        data = next(a for a in arms if a["arm"] == arm)
+        for points, style, what in ((data["heldout_curve"], "-", "held-out"), (data["train_curve"], "--", "train")):
+            if points:
+                ax.plot(*zip(*points), style, color=colour, marker=marker, label=f"{label}: {what}")
+    ax.axhline(overfit_accuracy, color="grey", linewidth=0.8, linestyle=":", label=f"{overfit_accuracy:.0%} train")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("pairwise accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Reward models on the same held-out original pairs")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / CHART, dpi=100)
+    plt.close(fig)
+    return CHART
+
+
+def _fmt(value: Any, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.1%}" if percent else f"{value:.3f}"
+    return str(value)
+
+
+def _percent_points(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def reward_table(arms: list[dict], overfit_accuracy: float) -> list[str]:
+    header = ["reward model", "loss", "steps", f"steps to {overfit_accuracy:.0%} train acc.", "best held-out acc.",
+              "final held-out acc.", "final held-out margin", "final train acc."]  # fmt: skip
+    rows = []
+    for arm, label in ARMS:
+        a = next(x for x in arms if x["arm"] == arm)
+        reached = a["steps_to_overfit"]
+        rows.append([
+            label, str(a["loss_type"]), str(a["steps"]), "not reached" if reached is None else str(reached),
+            f"{_fmt(a['best_heldout_accuracy'], True)} (step {a['best_heldout_step']})",
+            _fmt(a["final_heldout_accuracy"], True), _fmt(a["final_heldout_margin"]), _fmt(a["final_train_accuracy"], True),
+        ])  # fmt: skip
+    paper = PAPER_OVERFIT
+    rows.append(["paper: binary (Ziya2-13B, CMD-Reward)", "—", "—", f"~{paper['steps']}", "—", "—", "—",
+                 f"{paper['train_accuracy']:.0%}"])  # fmt: skip
+    return _table(header, rows)
+
+
+def rank_table(arms: list[dict]) -> list[str]:
+    ranks = sorted({r for a in arms for r in {**a["heldout_reward_by_rank"], **a["train_reward_by_rank"]}})
+    rows = []
+    for arm, label in ARMS:
+        a = next(x for x in arms if x["arm"] == arm)
+        for where, values in (
+            ("held-out pairs", a["heldout_reward_by_rank"]),
+            ("train sample", a["train_reward_by_rank"]),
+        ):
+            rows.append([label, where] + [_fmt(values.get(r)) for r in ranks])
+    return _table(["reward model", "scored on"] + [r.replace("reward_rank_", "rank ") for r in ranks], rows)
+
+
+def downstream_table(data: dict) -> list[str]:
+    header = ["task (benchmark metric, %)", "SFT", "RS with (a)", "Δ (a)", "RS with (b)", "Δ (b)",
+              f"paper: {PAPER_MODEL}"]  # fmt: skip
+    rows = [
+        [
+            r["task"],
+            _percent_points(r["sft"]),
+            _percent_points(r["rs_binary"]),
+            _signed(r["delta_binary"]),
+            _percent_points(r["rs_listwise"]),
+            _signed(r["delta_listwise"]),
+            _percent_points(r["paper"]),
+        ]
+        for r in data["rows"]
+    ]
+    return _table(header, rows)
+
+
+def render(args: AblationReportArguments, arms: list[dict], n_pairs: int, data: dict | None) -> str:
+    lines = ["# Reward-model ablation: binary pairs (a) vs augmented ranked lists (b)", ""]
+    if args.note:
+        lines += [f"> {args.note}", ""]
+    scored = arms[0]["heldout_scored"]
+    dropped = f"; {n_pairs - scored} too long for max_length, dropped in both" if scored not in (None, n_pairs) else ""
+    lines += [
+        f"Both reward models start from the same SFT model and are scored on the same {n_pairs} held-out original "
+        f"pairs (accepted vs rejected{dropped}; identical pair ids, checked), whatever they train on. Train accuracy is "
+        "measured on a fixed sample of each run's own training records (pairs for (a), ranked lists, all ordered "
+        "pairs, for (b)). Curves and figures are read from the trainers' log histories (`metrics.json`).",
+        "",
+        f"![held-out and train accuracy]({CHART})",
+        "",
+        "## Reward models",
+        "",
+        *reward_table(arms, args.overfit_accuracy),
+        "",
+        f"Paper figure: {PAPER_OVERFIT['source']}.",
+        "",
+        "### Mean reward by rank position (final model)",
+        "",
+        *rank_table(arms),
+        "",
+    ]
+    if data is None:
+        lines += ["## Downstream", "", "Not evaluated (give eval_sft, eval_rs_binary and eval_rs_listwise).", ""]
+        return "\n".join(lines)
+    lines += [
+        "## Downstream: rejection sampling with each reward model (RS minus SFT)",
+        "",
+        *downstream_table(data),
+        "",
+        f"The paper column is the published {PAPER_MODEL} figure (its whole regime: pre-training, SFT and rejection "
+        "sampling, 13B), beside for scale; the paper publishes no rejection-sampling ablation, so no paper delta "
+        f"exists. Source: {(data['paper_source'] or 'paper_reference.json').rstrip('.')}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def build_report(args: AblationReportArguments) -> dict:
+    out = Path(args.output_dir)
+    arms = [
+        reward_arm("binary", Path(args.binary_reward), args.overfit_accuracy),
+        reward_arm("listwise", Path(args.listwise_reward), args.overfit_accuracy),
+    ]
+    n_pairs = check_same_heldout(arms)
+    data = downstream(args)
+    out.mkdir(parents=True, exist_ok=True)
+    chart(arms, args.overfit_accuracy, out)
+    write_atomic(out / "report.md", render(args, arms, n_pairs, data))
+    payload = {"heldout_pairs": n_pairs, "reward": arms, "downstream": data, "paper_overfit": PAPER_OVERFIT}
+    write_json(out / "ablation.json", payload)
+    metrics = {
+        "stage": "ablation_report",
+        "heldout_pairs": n_pairs,
+        **{
+            f"{a['arm']}_{k}": a[k]
+            for a in arms
+            for k in ("steps_to_overfit", "best_heldout_accuracy", "final_heldout_accuracy")
+        },  # fmt: skip
+    }
+    write_json(out / METRICS_FILE, metrics)  # last: its presence = the stage finished
+    return metrics
+
+
+def write_ablation_report(args: AblationReportArguments) -> dict:
+    """The recipe's body under the run-directory contract (refusals, lock, resolved config, finished rerun)."""
+    from chimed_trl.stages import guarded_run
+
+    sections = dict(run={"recipe": "ablation_report"}, script=args)
+    return guarded_run(args.output_dir, sections, args.overwrite_output_dir, lambda resume: build_report(args))
