@@ -125,9 +125,10 @@ def test_sigkill_mid_generation_then_resume(one_process_run, tiny_model_dir, tmp
     assert store.read_bytes().startswith(before)  # the first attempt's samples were kept, not regenerated
     same_as_uninterrupted(by_key(rows), by_key(lines(one_process_run / "round_0" / "samples.jsonl")))
 
-    stamps = {p: p.stat().st_mtime_ns for p in [store, out / "round_0" / "policy" / "model.safetensors"]}
-    again = run(args)
-    assert "round 0 is finished: skipped" in again.stderr
+    finished = [store, out / "round_0" / "policy" / "model.safetensors", out / "metrics.json"]
+    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    again = run(args)  # a finished run is left alone, metrics.json included (it used to be rewritten)
+    assert "holds a finished run" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
