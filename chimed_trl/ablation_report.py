@@ -4,8 +4,9 @@ does downstream.
 Every figure is read from the runs' own files, never typed in: the accuracy curves from each reward run's
 ``metrics.json`` ``log_history`` (the trainer's logs: ``eval_heldout_pairwise_accuracy`` and
 ``eval_train_sample_pairwise_accuracy`` at every ``eval_steps``), the held-out pair ids from ``metrics.json``
-``heldout.pair_ids``, and the downstream figures from each evaluation's ``report.json`` (``paper.this_run``: the
-run's figures keyed by the paper's benchmark, in percent, beside the paper's published ones).
+``heldout.pair_ids``, and the downstream figures from each evaluation's ``report.json`` (``paper.this_run`` and
+``paper.not_placed``: the run's figures keyed by the paper's benchmark, in percent; the paper's published figure
+is set beside only those the evaluation placed in the paper's column).
 
 Writes ``report.md``, ``reward_ablation.png``, ``ablation.json`` and, last, ``metrics.json`` in ``output_dir``.
 The two reward runs must have been scored on identical held-out pairs (same ids); otherwise the comparison is
@@ -145,16 +146,21 @@ def check_same_heldout(arms: list[dict]) -> int:
     return len(first["heldout_pair_ids"])
 
 
-def eval_figures(run_dir: Path, what: str) -> dict[str, float]:
-    """``{"CMMLU micro": 25.0, ...}``: an evaluation's figures under the paper's benchmark names (percent)."""
-    report = read_json(run_dir / "report.json", what)
-    this_run = (report.get("paper") or {}).get("this_run") or {}
-    return {
-        f"{benchmark} {metric}": value
-        for benchmark, values in this_run.items()
-        for metric, value in values.items()
-        if metric != "denominator" and isinstance(value, int | float)
-    }
+def eval_figures(run_dir: Path, what: str) -> tuple[dict[str, float], set[str]]:
+    """``({"CMMLU micro": 25.0, ...}, placed)``: an evaluation's figures under the paper's benchmark names (percent),
+    and which of them the evaluation placed in the paper's column (computed like the paper's: whole benchmark,
+    its prompts, paper_compat metrics). The others still compare policy with policy (RS minus SFT), never with
+    the paper."""
+    paper = read_json(run_dir / "report.json", what).get("paper") or {}
+    figures, placed = {}, set()
+    for where in ("this_run", "not_placed"):
+        for benchmark, values in (paper.get(where) or {}).items():
+            for metric, value in values.items():
+                if metric != "denominator" and isinstance(value, int | float) and not isinstance(value, bool):
+                    figures[f"{benchmark} {metric}"] = value
+                    if where == "this_run":
+                        placed.add(f"{benchmark} {metric}")
+    return figures, placed
 
 
 def paper_figure(reference: dict, name: str) -> float | None:
@@ -177,11 +183,16 @@ def downstream(args: AblationReportArguments) -> dict | None:
     runs = {"sft": args.eval_sft, "binary": args.eval_rs_binary, "listwise": args.eval_rs_listwise}
     if not all(runs.values()):
         return None
-    figures = {name: eval_figures(Path(path), f"evaluation {name}") for name, path in runs.items()}
+    read = {name: eval_figures(Path(path), f"evaluation {name}") for name, path in runs.items()}
+    figures = {name: found for name, (found, _) in read.items()}
+    placed = read["sft"][1]
     reference = read_json(Path(runs["sft"]) / "report.json", "evaluation sft").get("paper") or {}
     rows = []
     for task, sft in figures["sft"].items():
-        row = {"task": task, "sft": sft, "paper": paper_figure(reference, task)}
+        # the paper's figure only beside a figure computed like the paper's (a limited or stand-in set is not)
+        comparable = task in placed
+        row = {"task": task, "sft": sft, "comparable": comparable}
+        row["paper"] = paper_figure(reference, task) if comparable else None
         for arm in ("binary", "listwise"):
             rs = figures[arm].get(task)
             row[f"rs_{arm}"] = rs
@@ -280,7 +291,7 @@ def downstream_table(data: dict) -> list[str]:
             _signed(r["delta_binary"]),
             _percent_points(r["rs_listwise"]),
             _signed(r["delta_listwise"]),
-            _percent_points(r["paper"]),
+            _percent_points(r["paper"]) if r["comparable"] else "not comparable (limited or stand-in data)",
         ]
         for r in data["rows"]
     ]

@@ -81,12 +81,13 @@ def check_ablation_outputs(out):
         assert arms[arm]["final_train_accuracy"] == pytest.approx(train[-1])
 
     # downstream: RS minus SFT, task by task, from each evaluation's own report
-    this_run = {
-        name: json.loads((out / name / "report.json").read_text())["paper"]["this_run"]
-        for name in ("eval_sft", "eval_rs_binary", "eval_rs_listwise")
-    }
+    papers = {name: json.loads((out / name / "report.json").read_text())["paper"]
+              for name in ("eval_sft", "eval_rs_binary", "eval_rs_listwise")}  # fmt: skip
+    this_run = {name: {**paper["not_placed"], **paper["this_run"]} for name, paper in papers.items()}
     rows = {r["task"]: r for r in ablation["downstream"]["rows"]}
-    assert rows["CMMLU micro"]["paper"] == 52.92  # the paper's ChiMed-GPT figure, from its reference table
+    # the tiny evaluation scores a limited, bundled CMMLU sample: its figure is never set beside the paper's
+    assert "CMMLU" in papers["eval_sft"]["not_placed"]
+    assert rows["CMMLU micro"]["comparable"] is False and rows["CMMLU micro"]["paper"] is None
     for task, row in rows.items():
         benchmark, metric = task.split(" ", 1)
         sft = this_run["eval_sft"][benchmark][metric]
