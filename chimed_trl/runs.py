@@ -265,8 +265,17 @@ class Claim:
     lock: RunLock | None = None  # held by the main process for the whole run
 
 
+_OUR_TEMP = re.compile(r"^\.(write-test-.*|.+\.\d+\.tmp)$")  # check_writable's probe, write_atomic's temp file
+
+
+def _is_ours_hidden(name: str) -> bool:
+    return name in (LOCK_FILE, PREVIOUS_DIR) or bool(_OUR_TEMP.match(name))
+
+
 def _visible(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    """What makes a directory not empty: everything but our own lock, ``.previous`` and temp files. A user's
+    dotfiles count (a ``.git`` or ``.env`` makes a directory theirs)."""
+    return sorted(p.name for p in out.iterdir() if not _is_ours_hidden(p.name)) if out.is_dir() else []
 
 
 def _foreign_dir_error(out: Path, found: list[str]) -> UserError:

@@ -203,3 +203,19 @@ def test_api_key_env_names_are_kept_and_pasted_keys_never_shown(monkeypatch):
         api_key_from_env("MY_KEY", "api_key_env")
     monkeypatch.setenv("MY_KEY", "k-123")
     assert api_key_from_env("MY_KEY", "api_key_env") == "k-123" and api_key_from_env(None, "x") == "EMPTY"
+
+
+# Bug caught (review): a directory holding only dotfiles (a git checkout, a .env) counted as empty, so a run wrote
+# its checkpoints and model into it. Only our own lock, .previous and temp files are not "contents".
+def test_a_users_dotfiles_make_a_directory_theirs(tmp_path):
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / ".env").write_text("SECRET=1")
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match=r"holds no run of this package .*found \.env, \.git"):
+            prepare_output_dir(tmp_path / "repo", RESOLVED, overwrite=overwrite)
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [".env", ".git"]
+    ours = tmp_path / "ours"  # our own lock and an interrupted atomic write leave a directory empty
+    ours.mkdir()
+    (ours / ".run.lock").write_text("{}")
+    (ours / ".metrics.json.123.tmp").write_text("")
+    assert prepare_output_dir(ours, RESOLVED).fresh

@@ -14,6 +14,7 @@ from ..conftest import REPO
 # overwrote), and a directory that looks like a model or a checkpointed run of another tool.
 FOREIGN = {
     "lone_metrics": {"metrics.json": b'{"accuracy": 0.91, "mine": true}\n'},
+    "dotfiles_only": {".env": b"SECRET=1\n", ".git/HEAD": b"ref: refs/heads/main\n"},  # a checkout is not empty
     "model_and_checkpoint": {
         "metrics.json": b'{"loss": 1.5}\n',
         "model.safetensors": b"their weights",
