@@ -8,7 +8,6 @@ padding stays small; the caller hands each rank its own shard.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -18,99 +17,11 @@ import torch
 
 from chimed_trl.errors import UserError
 from chimed_trl.generation import as_messages
+from chimed_trl.modeling.load import load_reward_model  # noqa: F401  (re-exported: its old home)
+from chimed_trl.modeling.reward_head import check_reward_architecture, check_reward_head  # noqa: F401
 
 logger = logging.getLogger(__name__)
 RewardFunction = Callable[[list[list[dict]], list[str]], list[float]]
-
-
-def _head_size(path: Path) -> int | None:
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-    if "num_labels" in config:
-        return int(config["num_labels"])
-    if "id2label" in config:
-        return len(config["id2label"])
-    return None
-
-
-def _has_score_tensor(path: Path) -> bool:
-    """Whether the saved weights hold a sequence-classification head (``score.weight``), read from headers only."""
-    from safetensors import safe_open
-
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        names = json.loads(index.read_text())["weight_map"]
-    else:
-        names = []
-        for weights in path.glob("*.safetensors"):
-            with safe_open(weights, "pt") as f:
-                names += list(f.keys())
-    return any(name == "score.weight" or name.endswith(".score.weight") for name in names)
-
-
-def check_reward_architecture(path: Path) -> None:
-    """Full weights must be a sequence classifier: a causal LM would be scored by a randomly initialised head."""
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-    architectures = config.get("architectures") or [""]
-    if architectures[0].endswith("ForSequenceClassification") or _has_score_tensor(path):
-        return
-    raise UserError(
-        f"reward model {path}: {architectures[0] or 'the model'} is a causal LM, not a reward model (it has no "
-        "sequence-classification head; train one with recipes/reward.py)"
-    )
-
-
-def check_reward_head(model, where: str) -> None:
-    """A reward model gives ONE score per sequence; a 2-class classifier is not a reward model."""
-    labels = getattr(model.config, "num_labels", None)
-    if labels != 1:
-        raise UserError(
-            f"reward model {where}: its head gives {labels} scores per sequence; a reward model has exactly one "
-            "(num_labels: 1, as the reward recipe saves it)"
-        )
-
-
-def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
-    """(model, tokenizer) from a reward-model directory: full weights, or a LoRA adapter (``adapter_config.json``).
-
-    The head is checked from the config before any weights are read, so a wrong model fails fast.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"reward model {path}: not a directory")
-    adapter = (path / "adapter_config.json").exists()
-    base = path
-    if adapter:
-        adapter_config = json.loads((path / "adapter_config.json").read_text())
-        if adapter_config.get("task_type") not in (None, "SEQ_CLS"):
-            raise UserError(
-                f"reward model {path}: adapter task_type is {adapter_config.get('task_type')!r}; "
-                "a reward adapter has task_type SEQ_CLS"
-            )
-        base = Path(adapter_config["base_model_name_or_path"])
-    elif _head_size(path) not in (None, 1):
-        raise UserError(
-            f"reward model {path}: config.json has {_head_size(path)} labels; a reward model has exactly one "
-            "score (num_labels: 1)"
-        )
-    if not adapter:
-        check_reward_architecture(path)
-    tokenizer_dir = path if (path / "tokenizer_config.json").exists() else base
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=1, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, path)
-    check_reward_head(model, str(path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
 
 
 class RewardModelScorer:
@@ -162,10 +73,12 @@ def check_scores(scores: Sequence[float], expected: int, where: str) -> list[flo
     return scores
 
 
-def build_scorer(reward_model, reward_processing_class=None, batch_size: int = 16, max_length: int = 2048):
+def build_scorer(
+    reward_model, reward_processing_class=None, batch_size: int = 16, max_length: int = 2048, dtype="float32"
+):
     """A path, a (model, tokenizer) pair, a loaded model + ``reward_processing_class``, or a Python function."""
     if isinstance(reward_model, str | Path):
-        model, tokenizer = load_reward_model(reward_model)
+        model, tokenizer = load_reward_model(reward_model, dtype=dtype)
         return RewardModelScorer(model, tokenizer, batch_size, max_length)
     if isinstance(reward_model, torch.nn.Module):
         if reward_processing_class is None:

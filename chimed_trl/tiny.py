@@ -9,7 +9,7 @@ writes into a new or empty ``OUT_DIR``
 - only when asked (``with_reward_twin=True``), ``OUT_DIR/reward/``: a sequence-classification twin (one
   scalar head, randomly initialised). A reward model normally needs no twin: it is initialised from the
   causal LM (or the SFT checkpoint) with ``AutoModelForSequenceClassification``, which adds a fresh score
-  head, exactly as :func:`chimed_trl.models.load_model` does with ``task="reward"``.
+  head, exactly as :func:`chimed_trl.modeling.load.load_model` does with ``task="reward"``.
 
 The same seed gives byte-identical files. The tokenizer is a byte-level BPE trained
 on the bundled sample corpus, with ChatML special tokens and the training-compatible ChatML template.

@@ -1,7 +1,7 @@
 """Check 2: QLoRA SFT of a random-init Llama-2-13B-shaped model at 4,096 tokens, batch 1, gradient checkpointing.
 
 It takes the path a user takes: ``recipes/qlora/sft.yaml`` parsed by the recipe's own parser, the model
-loaded by ``chimed_trl.models.load_model`` (NF4 4-bit, double quantisation, from a saved checkpoint),
+loaded by ``chimed_trl.modeling.load.load_model`` (NF4 4-bit, double quantisation, from a saved checkpoint),
 LoRA from ``trl.get_peft_config``, trained by ``ChimedSFTTrainer``. Figures: peak GPU memory (allocated
 and reserved by PyTorch, plus the CUDA context), step time, trainable parameters; the verdict on the
 recipe's "one 24 GB GPU" promise. The data are random 4,096-token rows (``assistant_only_loss`` off:
@@ -92,7 +92,7 @@ def quantization_summary(model_args) -> dict:
 def run(ctx: Context) -> dict:
     from trl import get_peft_config
 
-    from chimed_trl.models import load_model
+    from chimed_trl.modeling.load import load_model
     from chimed_trl.trainers import ChimedSFTTrainer
 
     steps = 1 if ctx.dry_run else 4

@@ -1,8 +1,8 @@
 """``EvalArguments``: what ``recipes/evaluate.py`` reads from its YAML (every key a field).
 
 The model itself is described by the same :class:`~chimed_trl.configs.ChimedModelConfig` as training
-(``model_name_or_path``, ``dtype``, ``attn_implementation``, quantisation, RoPE scaling) and loaded by :mod:`chimed_trl.models`; a recipe parses
-``(EvalArguments, ChimedModelConfig)``.
+(``model_name_or_path``, ``dtype``, ``attn_implementation``, quantisation, RoPE scaling) and loaded by
+:mod:`chimed_trl.modeling.load`; a recipe parses ``(EvalArguments, ChimedModelConfig)``.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from trl.trainer.utils import global_then_local_main_first, pad
 from chimed_trl.data.records import validate_ranked
 from chimed_trl.errors import UserError
 from chimed_trl.losses import LOSS_TYPES, best_worst_index, center_penalty, ranking_loss
+from chimed_trl.modeling.reward_head import check_reward_head, reward_head
 
 logger = logging.getLogger(__name__)
 OVER_LENGTH = ("truncate", "drop")
@@ -130,37 +131,6 @@ class DataCollatorForRankedResponses(DataCollatorMixin):
         if examples[0].get("margin") is not None:
             output["margin"] = torch.tensor([float(example["margin"]) for example in examples])
         return output
-
-
-def reward_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The one-score head (``score``) of a sequence-classification model, through DDP and PEFT wrappers."""
-    inner = model
-    for _ in range(4):  # DDP/DeepSpeed .module, then PeftModel.base_model (LoraModel) .model
-        if hasattr(inner, "score"):
-            break
-        inner = getattr(inner, "module", None) or getattr(inner, "base_model", None) or getattr(inner, "model", None)
-        if inner is None:
-            break
-    head = getattr(inner, "score", None) if inner is not None else None
-    if head is None:
-        raise UserError(
-            f"{type(model).__name__} has no `score` head: load the reward model with "
-            "AutoModelForSequenceClassification (num_labels=1), e.g. chimed_trl.models.load_model(..., task='reward')"
-        )
-    return head
-
-
-def check_reward_head(model: torch.nn.Module) -> None:
-    """Refuse, at start, a model whose head is not a single score."""
-    head = reward_head(model)
-    layer = getattr(head, "original_module", head)  # PEFT's ModulesToSaveWrapper keeps the same shape
-    out_features = getattr(layer, "out_features", getattr(getattr(layer, "weight", None), "shape", [None])[0])
-    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-    if out_features != 1 or num_labels not in (None, 1):
-        raise UserError(
-            f"the reward model's head gives {out_features} outputs (num_labels={num_labels}); a reward model needs a "
-            "single score: load it with num_labels=1"
-        )
 
 
 def sequence_scores(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):

@@ -295,7 +295,7 @@ def test_reward_model_initialises_from_the_causal_lm(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from chimed_trl.configs import ChimedModelConfig
-    from chimed_trl.models import load_model
+    from chimed_trl.modeling.load import load_model
 
     model = load_model(ChimedModelConfig(model_name_or_path=str(tiny_model_dir), dtype="float32"), task="reward")
     causal = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -333,11 +333,11 @@ def test_lora_trains_and_saves_head_and_merges(tiny_model_dir, tokenizer, tmp_pa
         assert torch.allclose(
             sequence_scores(reloaded, batch["input_ids"], batch["attention_mask"])[0], expected, atol=1e-5
         )
-    from chimed_trl.merge import main as merge_main
+    from chimed_trl.modeling.merge import main as merge_main
 
     merged_dir = tmp_path / "merged"
     argv = ["--base", str(tiny_model_dir), "--adapter", str(adapter), "--output", str(merged_dir)]
-    merge_main(argv)  # the `python -m chimed_trl.merge` entry point, in process
+    merge_main(argv)  # the `python -m chimed_trl.modeling.merge` entry point, in process
     assert (merged_dir / "model.safetensors").exists() and not (merged_dir / "adapter_config.json").exists()
     merged = reward_model(merged_dir).eval()
     with torch.no_grad():

@@ -37,3 +37,14 @@ def test_bad_base_or_adapter_is_one_line(tmp_path, capsys, monkeypatch, case):
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_old_command_line_still_runs(tmp_path):
+    """catches: the deprecated ``python -m chimed_trl.merge`` (README, user scripts) importing fine but doing
+    nothing (a compat module without its ``__main__`` guard exits 0 and merges nothing)."""
+    import subprocess
+    import sys
+
+    args = ["--base", "/nonexistent/model", "--adapter", str(tmp_path), "--output", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-m", "chimed_trl.merge", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and "no adapter_config.json" in done.stderr
