@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from benchmarks.gpu.common import STATUSES
-from chimed_trl.runs import write_atomic, write_json
+from chimed_trl.runfiles import write_atomic, write_json
 
 CHECKS = ("device", "pretrain_throughput", "qlora_memory", "zero3_sft", "listwise_reward", "generation")
 # Figures a check must report when it passed on CUDA (None is allowed only on the CPU dry run).

@@ -18,7 +18,7 @@ from pathlib import Path
 from chimed_trl.data.mixtures import build_mixture, normalise, record_key
 from chimed_trl.data.sources import SourceConfig, resolve, source_from_config
 from chimed_trl.errors import ConfigError
-from chimed_trl.runs import write_atomic
+from chimed_trl.runfiles import write_atomic
 
 PAIRS_FILE = "heldout_pairs.jsonl"
 

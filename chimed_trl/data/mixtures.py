@@ -22,7 +22,7 @@ from pathlib import Path
 from chimed_trl.data.records import record_text
 from chimed_trl.data.sources import SourceConfig, SourceStats, iter_records, resolve
 from chimed_trl.errors import ConfigError, UserError
-from chimed_trl.runs import write_json
+from chimed_trl.runfiles import write_json
 
 logger = logging.getLogger(__name__)
 _SPACE = re.compile(r"\s+")

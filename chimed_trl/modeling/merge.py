@@ -23,13 +23,8 @@ def claim_output(output: Path, overwrite: bool, resolved: dict):
     """The run-directory contract for ``--output``: new, empty, or an earlier merge of ours; never anything else.
 
     An earlier merge is redone only with ``--overwrite``, and moved to ``.previous/<time>/`` first."""
-    from chimed_trl.runs import (
-        check_output_dir,
-        move_run_aside,
-        read_resolved_config,
-        recipe_of,
-        write_resolved_config,
-    )
+    from chimed_trl.rundir import check_output_dir, move_run_aside, read_resolved_config, recipe_of
+    from chimed_trl.runfiles import write_resolved_config
 
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} exists and is not a directory")
@@ -50,7 +45,7 @@ def claim_output(output: Path, overwrite: bool, resolved: dict):
 
 def merge_adapter(base: str, adapter: str, output: str, overwrite: bool = False, dtype: str = "float32") -> Path:
     from chimed_trl.modeling.load import check_model_source
-    from chimed_trl.runs import remove_if_only_ours
+    from chimed_trl.rundir import remove_if_only_ours
 
     out, adapter = Path(output).expanduser(), str(Path(adapter).expanduser())
     resolved = {"run": {"recipe": "merge"}, "merge": {"base": base, "adapter": adapter, "dtype": dtype}}

@@ -38,7 +38,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
 from chimed_trl.packing import check_isolation_supported, packing_efficiency
-from chimed_trl.runs import write_atomic, write_json
+from chimed_trl.runfiles import write_atomic, write_json
 
 logger = logging.getLogger(__name__)
 RUN_COUNTERS = "chimed_run_counters.json"
@@ -99,7 +99,7 @@ class ChimedSFTTrainer(SFTTrainer):
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if resume_from_checkpoint is True:  # Trainer's "the last checkpoint": resolve it here for the counters too
-            from chimed_trl.runs import last_checkpoint
+            from chimed_trl.rundir import last_checkpoint
 
             resume_from_checkpoint = last_checkpoint(self.args.output_dir)
         if isinstance(resume_from_checkpoint, str | os.PathLike):
