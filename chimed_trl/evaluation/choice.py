@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from trl.trainer.utils import pad
 
 from chimed_trl.evaluation.extraction import extract, generic_letter
 from chimed_trl.evaluation.prompts import ANSWER_CUES, CMMLU_MAX_LENGTH, build_prompt, compose, subject_names
@@ -90,12 +91,9 @@ def next_token_logits(model, tokenizer, prompts: Sequence[str], batch_size: int 
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", disable=len(starts) < 2, leave=False):
         chunk = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
+        rows = [torch.tensor(encoded[i], dtype=torch.long) for i in chunk]
+        ids = pad(rows, pad_id, padding_side="left")
+        mask = pad([torch.ones_like(r) for r in rows], 0, padding_side="left")
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # positions start at each prompt's first real token
         logits = model(
             input_ids=ids.to(device),
