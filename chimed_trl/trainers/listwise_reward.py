@@ -240,7 +240,9 @@ class ListwiseRewardTrainer(RewardTrainer):
             self.source_names += sorted(labels - set(self.source_names))
         source_index = {name: i for i, name in enumerate(self.source_names)}
         report = {"lists_in": 0, "lists_kept": 0, "truncated_responses": 0, "dropped_responses": 0, "dropped_lists": 0}
-        map_kwargs = {"desc": f"Tokenizing {dataset_name} rankings"} if isinstance(dataset, Dataset) else {}
+        map_kwargs = {}
+        if isinstance(dataset, Dataset):  # an IterableDataset maps lazily, in the data loader's workers
+            map_kwargs = {"desc": f"Tokenizing {dataset_name} rankings", "num_proc": args.dataset_num_proc}
         with global_then_local_main_first():
             dataset = dataset.map(
                 tokenize_ranked,
@@ -259,7 +261,7 @@ class ListwiseRewardTrainer(RewardTrainer):
                 report["lists_in"] = len(dataset)
                 report["truncated_responses"] = sum(dataset["n_truncated"])
                 report["dropped_responses"] = sum(dataset["n_dropped"])
-                dataset = dataset.filter(lambda keep: keep, input_columns="keep")
+                dataset = dataset.filter(lambda keep: keep, input_columns="keep", num_proc=args.dataset_num_proc)
                 report["lists_kept"] = len(dataset)
                 report["dropped_lists"] = report["lists_in"] - report["lists_kept"]
             else:

@@ -376,3 +376,21 @@ def test_each_eval_set_logs_its_metrics_under_its_own_name(tiny_model_dir, token
     logged = [h for h in trainer.state.log_history if "eval_train_sample_pairwise_accuracy" in h]
     assert logged and logged[0]["eval_train_sample_pairwise_accuracy"] == pytest.approx(1 - accuracy)
     assert "eval_heldout_reward_rank_0" in metrics and "eval_train_sample_margin" in metrics
+
+
+# Catches: dataset_num_proc ignored by the ranked tokenization (one process for millions of lists), or rows put
+# out of order / reported differently when tokenized in 2 processes (compared with a hand count and 1 process).
+def test_dataset_num_proc_tokenizes_in_processes_with_the_same_result(tiny_model_dir, tokenizer, tmp_path, capfd):
+    records = RANKED * 4  # 12 lists
+    one = ListwiseRewardTrainer(
+        reward_model(tiny_model_dir), config(tmp_path / "a"), train_dataset=rows(records), processing_class=tokenizer
+    )
+    two = ListwiseRewardTrainer(
+        reward_model(tiny_model_dir),
+        config(tmp_path / "b", dataset_num_proc=2),
+        train_dataset=rows(records),
+        processing_class=tokenizer,
+    )
+    assert "Tokenizing train rankings (num_proc=2)" in capfd.readouterr().err  # datasets' own progress line
+    assert two.train_dataset.to_list() == one.train_dataset.to_list()
+    assert len(two.train_dataset) == len(records) and two.data_report["train"] == one.data_report["train"]
