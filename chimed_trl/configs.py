@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig
 
-from chimed_trl.data.sources import source_from_config
+from chimed_trl.data.sources import parse_sources  # noqa: F401  (its home; imported from here by the stages)
 from chimed_trl.errors import ConfigError, json_problem
 
 ROPE_TYPES = ("linear", "dynamic", "yarn")
@@ -47,14 +47,6 @@ class HeldOutSize:
             return int(text)
         except ValueError:
             return float(text)
-
-
-def parse_sources(entries) -> list:
-    """A recipe's ``datasets`` (YAML mappings, or JSON lists from the command line) -> SourceConfigs."""
-    flat = []
-    for entry in entries:
-        flat += entry if isinstance(entry, list) else [entry]
-    return [source_from_config(s, f"datasets[{i}]") for i, s in enumerate(flat)]
 
 
 @dataclass

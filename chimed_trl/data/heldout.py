@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from chimed_trl.data.mixtures import build_mixture, normalise, record_key
-from chimed_trl.data.sources import SourceConfig, resolve, source_from_config
+from chimed_trl.data.sources import SourceConfig, parse_sources, resolve
 from chimed_trl.errors import ConfigError
 from chimed_trl.runfiles import write_atomic
 
@@ -25,10 +25,7 @@ PAIRS_FILE = "heldout_pairs.jsonl"
 
 def parse_eval_sources(entries) -> list[SourceConfig]:
     """``eval_datasets`` entries -> SourceConfigs; mistakes name ``eval_datasets[i]``."""
-    flat = []
-    for entry in entries:
-        flat += entry if isinstance(entry, list) else [entry]
-    return [source_from_config(s, f"eval_datasets[{i}]") for i, s in enumerate(flat)]
+    return parse_sources(entries, "eval_datasets")
 
 
 def check_eval_sources(sources: list[SourceConfig]) -> None:

@@ -95,6 +95,15 @@ def source_from_config(entry, where: str) -> SourceConfig:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def parse_sources(entries, name: str = "datasets") -> list[SourceConfig]:
+    """A recipe's source list (YAML mappings, or JSON lists from the command line, one list per flag), flattened
+    -> SourceConfigs; a mistake names its place, ``name[i]``."""
+    flat = []
+    for entry in entries:
+        flat += entry if isinstance(entry, list) else [entry]
+    return [source_from_config(s, f"{name}[{i}]") for i, s in enumerate(flat)]
+
+
 @dataclass
 class SourceStats:
     name: str

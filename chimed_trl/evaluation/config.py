@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chimed_trl.configs import DatasetsJSON
-from chimed_trl.data.sources import source_from_config
+from chimed_trl.data.sources import parse_sources
 from chimed_trl.errors import UserError
 
 TASKS = ("choice", "ner", "dialogue", "scales")
@@ -102,7 +102,7 @@ class EvalArguments:
         from chimed_trl.evaluation.choice import PRESETS
 
         for name in SOURCE_KEYS:  # first: `tasks` defaults to the tasks whose (flattened) sources are given
-            setattr(self, name, _sources(getattr(self, name), name))
+            setattr(self, name, parse_sources(getattr(self, name), name))
         if self.tasks is None:
             self.tasks = [t for t in TASKS if getattr(self, TASK_DATASETS[t])]
         unknown = set(self.tasks) - set(TASKS)
@@ -144,11 +144,3 @@ class EvalArguments:
             raise UserError("api_model: required with api_base_url (the model name the server expects)")
         if self.api_base_url and self.choice_mode == "letter_probability":
             self.choice_mode = "generate"  # an API gives text, not next-token probabilities
-
-
-def _sources(entries: list, name: str) -> list:
-    """YAML mappings, or JSON lists from the command line (one list per flag), flattened: ``name[i]`` places."""
-    flat = []
-    for entry in entries:
-        flat += entry if isinstance(entry, list) else [entry]
-    return [source_from_config(v, f"{name}[{i}]") for i, v in enumerate(flat)]
