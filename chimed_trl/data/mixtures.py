@@ -8,16 +8,22 @@ train. Held-out records are never upsampled into train, so train and test never 
 
 ``test_size``: a whole number >= 1 is a record count; a float in (0, 1) is a share of the unique
 records; 0 holds nothing out. ``1.0`` (and any float >= 1) is refused: write ``1`` for one record.
+
+Built with ``datasets``: the unique records become one Arrow table (one schema inferred from every record), the
+split is ``train_test_split``, weighting is ``shuffle``/``select`` and ``concatenate_datasets`` of whole copies,
+all drawn from one seeded generator. ``interleave_datasets`` is not used: it samples sources by probability,
+so a source's ``count`` (exactly N records, each copied the same number of times) would only hold on average.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import re
 import unicodedata
 from pathlib import Path
+
+import numpy as np
 
 from chimed_trl.data.records import record_text
 from chimed_trl.data.sources import SourceConfig, SourceStats, iter_records, resolve
@@ -26,6 +32,7 @@ from chimed_trl.runfiles import write_json
 
 logger = logging.getLogger(__name__)
 _SPACE = re.compile(r"\s+")
+SOURCE_COLUMN = "__mixture_source__"  # which source a unique record came from (dropped from the result)
 
 
 def normalise(text: str) -> str:
@@ -36,17 +43,21 @@ def record_key(record: dict) -> bytes:
     return hashlib.blake2b(normalise(record_text(record)).encode("utf-8"), digest_size=16).digest()
 
 
-def _select(records: list[dict], source: SourceConfig, rng: random.Random) -> list[dict]:
-    """A source's training records after ``fraction`` (sample without replacement) or ``count`` (upsample)."""
+def _select(records, source: SourceConfig, rng: np.random.Generator):
+    """A source's training records (a Dataset) after ``fraction`` (sample without replacement) or ``count``
+    (whole copies, then a sample of the rest: every record appears ``count // n`` or ``count // n + 1`` times)."""
+    from datasets import concatenate_datasets
+
+    n = len(records)
     if source.fraction is not None:
-        n = max(1, round(source.fraction * len(records))) if records else 0
-        return rng.sample(records, n) if n < len(records) else list(records)
-    if source.count is None or source.count == len(records):
-        return list(records)
-    if source.count < len(records):
-        return rng.sample(records, source.count)
-    copies, rest = divmod(source.count, len(records))
-    return records * copies + rng.sample(records, rest)
+        keep = max(1, round(source.fraction * n)) if n else 0
+        return records.shuffle(generator=rng).select(range(keep)) if keep < n else records
+    if source.count is None or source.count == n:
+        return records
+    if source.count < n:
+        return records.shuffle(generator=rng).select(range(source.count))
+    copies, rest = divmod(source.count, n)
+    return concatenate_datasets([records] * copies + [records.shuffle(generator=rng).select(range(rest))])
 
 
 def held_out_count(test_size: float | int, n_records: int) -> int:
@@ -70,14 +81,45 @@ def build_mixture(
     output_dir: str | Path | None = None,
 ):
     """Returns ``(DatasetDict with "train" [and "test"], stats rows)``; writes ``data_stats.json``."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, concatenate_datasets
 
     if not sources:
         raise ConfigError("the mixture has no sources: add at least one entry under `datasets:`")
     formats = {resolve(s)[1] for s in sources}
     if len(formats) > 1:
         raise ConfigError(f"a mixture mixes record formats {sorted(formats)}: use one format per mixture")
-    rng = random.Random(seed)
+    per_source, all_stats = _read_unique(sources, dedup)
+    # split first: the held-out records are drawn from the unique records, before any upsampling
+    pool = Dataset.from_list([{**r, SOURCE_COLUMN: i} for i, kept in enumerate(per_source) for r in kept])
+    n_test = held_out_count(test_size, len(pool)) if test_size else 0
+    if test_size and not 0 < n_test < len(pool):
+        raise ConfigError(f"test_size={test_size} leaves no train or no test records out of {len(pool)}")
+    rng = np.random.default_rng(seed)
+    splits = pool.train_test_split(test_size=n_test, generator=rng) if n_test else {"train": pool}
+    held_sources = splits["test"][SOURCE_COLUMN] if n_test else []
+    train_sources = np.asarray(splits["train"][SOURCE_COLUMN])
+    parts = []
+    for i, (source, stats) in enumerate(zip(sources, all_stats)):
+        records = splits["train"].select(np.flatnonzero(train_sources == i))
+        selected = _select(records, source, rng) if len(records) else records
+        stats.held_out = held_sources.count(i)
+        stats.selected = len(selected)
+        parts.append(selected)
+    result = {"train": concatenate_datasets(parts).shuffle(generator=rng)}
+    if n_test:
+        result["test"] = splits["test"]
+    result = DatasetDict({k: v.remove_columns(SOURCE_COLUMN).flatten_indices() for k, v in result.items()})
+    rows = [s.as_row() for s in all_stats]
+    counts = {k: len(v) for k, v in result.items()}
+    _log_table(rows, counts)
+    if output_dir is not None:
+        payload = {"sources": rows, "splits": counts, "seed": seed}
+        write_json(Path(output_dir) / "data_stats.json", payload)  # temp file unique per process, then rename
+    return result, rows
+
+
+def _read_unique(sources: list[SourceConfig], dedup: bool) -> tuple[list[list[dict]], list[SourceStats]]:
+    """Each source's records, exact duplicates (of this or an earlier source) dropped: first occurrence wins."""
     seen: set[bytes] = set()
     per_source: list[list[dict]] = []
     all_stats: list[SourceStats] = []
@@ -100,36 +142,7 @@ def build_mixture(
             )
         per_source.append(kept)
         all_stats.append(stats)
-    # split first: the held-out records are drawn from the unique records, before any upsampling
-    pool = [(i, r) for i, kept in enumerate(per_source) for r in kept]
-    n_test = held_out_count(test_size, len(pool)) if test_size else 0
-    if test_size and not 0 < n_test < len(pool):
-        raise ConfigError(f"test_size={test_size} leaves no train or no test records out of {len(pool)}")
-    order = list(range(len(pool)))
-    rng.shuffle(order)
-    test = [pool[j][1] for j in sorted(order[:n_test])]
-    held = set(order[:n_test])
-    train_by_source: list[list[dict]] = [[] for _ in sources]
-    for j, (i, record) in enumerate(pool):
-        if j not in held:
-            train_by_source[i].append(record)
-    train: list[dict] = []
-    for i, (source, stats, records) in enumerate(zip(sources, all_stats, train_by_source)):
-        selected = _select(records, source, rng) if records else []
-        stats.held_out = len(per_source[i]) - len(records)
-        stats.selected = len(selected)
-        train += selected
-    rng.shuffle(test)
-    rng.shuffle(train)
-    splits = {"train": train}
-    if n_test:
-        splits["test"] = test
-    rows = [s.as_row() for s in all_stats]
-    _log_table(rows, {k: len(v) for k, v in splits.items()})
-    if output_dir is not None:
-        payload = {"sources": rows, "splits": {k: len(v) for k, v in splits.items()}, "seed": seed}
-        write_json(Path(output_dir) / "data_stats.json", payload)  # temp file unique per process, then rename
-    return DatasetDict({k: Dataset.from_list(v) for k, v in splits.items()}), rows
+    return per_source, all_stats
 
 
 def _log_table(rows: list[dict], splits: dict) -> None:
