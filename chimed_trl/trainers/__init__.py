@@ -1,9 +1,5 @@
-from chimed_trl.trainers.listwise_reward import (
-    DataCollatorForRankedResponses,
-    ListwiseRewardConfig,
-    ListwiseRewardTrainer,
-    sequence_scores,
-)
+from chimed_trl.trainers.listwise_data import DataCollatorForRankedResponses
+from chimed_trl.trainers.listwise_reward import ListwiseRewardConfig, ListwiseRewardTrainer, sequence_scores
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer
 from chimed_trl.trainers.sft import ChimedSFTTrainer
 
