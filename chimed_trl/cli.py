@@ -207,9 +207,13 @@ STAGE_COMMANDS = {
     "evaluate": "chimed_trl.stages.evaluate",
     "ablation_report": "chimed_trl.stages.ablation_report",
 }
-TOOL_COMMANDS = {"pipeline": "chimed_trl.pipeline", "merge": "chimed_trl.merge", "tiny": "chimed_trl.tiny"}
+TOOL_COMMANDS = {
+    "pipeline": "chimed_trl.pipeline",
+    "demo": "chimed_trl.demo",
+    "merge": "chimed_trl.merge",
+    "tiny": "chimed_trl.tiny",
+}
 ALIASES = {"augment": "augment_rewards", "rs": "rejection_sampling"}
-DEMO_CONFIG = "recipes/tiny/pipeline.yaml"
 
 USAGE = f"""usage: chimed-trl <command> [flags]
 
@@ -217,7 +221,7 @@ stages (the flags of recipes/<command>.py; multi-GPU: accelerate launch -m chime
   {", ".join(STAGE_COMMANDS)}   (aliases: {", ".join(f"{a}={c}" for a, c in ALIASES.items())})
 tools:
   pipeline --config PIPELINE.yaml [--output_dir DIR] [--from STAGE] [--dry-run]
-  demo [--output_dir DIR] [pipeline flags]   the whole regime on the tiny model ({DEMO_CONFIG}, shipped)
+  demo [--output_dir DIR] [pipeline flags]   the whole regime on the tiny model (recipes/tiny/pipeline.yaml, shipped)
   merge --base B --adapter A --output O      merge a LoRA adapter into its base
   tiny DIR [--seed N]                        build the embedded tiny model
 Each command's own --help lists its flags."""
@@ -232,11 +236,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         raise SystemExit(0 if argv else 2)
     command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
-    if command == "demo":
-        command, rest = "pipeline", ["--config", DEMO_CONFIG, *rest]
     module = STAGE_COMMANDS.get(command) or TOOL_COMMANDS.get(command)
     if module is None:
-        known = [*STAGE_COMMANDS, *TOOL_COMMANDS, "demo", *ALIASES]
+        known = [*STAGE_COMMANDS, *TOOL_COMMANDS, *ALIASES]
         close = difflib.get_close_matches(command, known, n=2)
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; commands: {', '.join(known)}"
         print(f"error: chimed-trl: unknown command {command!r}{hint}", file=sys.stderr)
