@@ -86,9 +86,20 @@ def check_keys(dataclass_types: Sequence[type], config: dict, config_path: str |
                 raise unknown_key_error(key, known, "command line")
 
 
+def resolve_config_arg(argv: list[str]) -> list[str]:
+    """``--config recipes/tiny/sft.yaml`` names the shipped file when the working directory has none."""
+    from chimed_trl.bundled import bundled_path
+
+    config = _config_path(argv)
+    if config is None:
+        return argv
+    i = argv.index("--config") + 1
+    return [*argv[:i], str(bundled_path(config)), *argv[i + 1 :]]
+
+
 def parse_recipe_args(dataclass_types: Sequence[type], argv: list[str] | None = None) -> tuple:
     """``TrlParser(...).parse_args_and_config(argv)`` with every config mistake raised as a ConfigError."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = resolve_config_arg(list(sys.argv[1:] if argv is None else argv))
     config = _config_path(argv)
     if config is not None:
         rest = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
@@ -183,3 +194,54 @@ def _leave_process_group() -> None:
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+# The ``chimed-trl`` console command (TRL's ``trl sft`` convention): one subcommand per stage, named like
+# its recipe and taking the recipe's flags, plus the pipeline, the demo, adapter merging and the tiny model.
+STAGE_COMMANDS = {
+    "pretrain": "chimed_trl.stages.pretrain",
+    "sft": "chimed_trl.stages.sft",
+    "augment_rewards": "chimed_trl.stages.augment",
+    "reward": "chimed_trl.stages.reward",
+    "rejection_sampling": "chimed_trl.stages.rejection_sampling",
+    "evaluate": "chimed_trl.stages.evaluate",
+    "ablation_report": "chimed_trl.stages.ablation_report",
+}
+TOOL_COMMANDS = {
+    "pipeline": "chimed_trl.pipeline",
+    "demo": "chimed_trl.demo",
+    "merge": "chimed_trl.merge",
+    "tiny": "chimed_trl.tiny",
+}
+ALIASES = {"augment": "augment_rewards", "rs": "rejection_sampling"}
+
+USAGE = f"""usage: chimed-trl <command> [flags]
+
+stages (the flags of recipes/<command>.py; multi-GPU: accelerate launch -m chimed_trl.stages.<stage> ...):
+  {", ".join(STAGE_COMMANDS)}   (aliases: {", ".join(f"{a}={c}" for a, c in ALIASES.items())})
+tools:
+  pipeline --config PIPELINE.yaml [--output_dir DIR] [--from STAGE] [--dry-run]
+  demo [--output_dir DIR] [pipeline flags]   the whole regime on the tiny model (recipes/tiny/pipeline.yaml, shipped)
+  merge --base B --adapter A --output O      merge a LoRA adapter into its base
+  tiny DIR [--seed N]                        build the embedded tiny model
+Each command's own --help lists its flags."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``chimed-trl <command> ...``: run the stage, tool or demo as ``python -m <its module>`` would."""
+    import runpy
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
+    module = STAGE_COMMANDS.get(command) or TOOL_COMMANDS.get(command)
+    if module is None:
+        known = [*STAGE_COMMANDS, *TOOL_COMMANDS, *ALIASES]
+        close = difflib.get_close_matches(command, known, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; commands: {', '.join(known)}"
+        print(f"error: chimed-trl: unknown command {command!r}{hint}", file=sys.stderr)
+        raise SystemExit(2)
+    sys.argv = [f"chimed-trl {argv[0]}", *rest]
+    runpy.run_module(module, run_name="__main__")  # argv[0] stays "chimed-trl X" for usage lines

@@ -205,9 +205,9 @@ def ensure_tiny(out_dir: str | os.PathLike, seed: int | None = None, with_reward
                 "build_tiny_model: true only builds the tiny model at a local path. Set build_tiny_model: false to "
                 f"load that model, or write ./{out_dir} to build the tiny model there."
             )
-        return build_tiny(out, seed=0 if seed is None else seed, with_reward_twin=with_reward_twin)
+        return _build_or_join(out, seed, with_reward_twin)
     if out.is_dir() and not any(out.iterdir()):
-        return build_tiny(out, seed=0 if seed is None else seed, with_reward_twin=with_reward_twin)
+        return _build_or_join(out, seed, with_reward_twin)
     if (out / "metrics.json").is_file() and (out / "resolved_config.yaml").is_file():
         # a finished run of this package (e.g. the pre-training stage an SFT config starts from): a model we
         # trained, loaded as asked and never written to
@@ -220,6 +220,18 @@ def ensure_tiny(out_dir: str | os.PathLike, seed: int | None = None, with_reward
             "directory."
         )
     return out
+
+
+def _build_or_join(out: Path, seed: int | None, with_reward_twin: bool) -> Path:
+    """Build the tiny model at ``out``; if another process (another rank, a parallel test) finished the same
+    build there first, use theirs: the rename into place is atomic, so it is complete or absent."""
+    seed = 0 if seed is None else seed
+    try:
+        return build_tiny(out, seed=seed, with_reward_twin=with_reward_twin)
+    except (OSError, UserError):
+        if out.is_dir() and tiny_build_problem(out, seed, with_reward_twin) is None:
+            return out
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:

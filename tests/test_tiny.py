@@ -124,3 +124,32 @@ def test_ensure_tiny_leaves_a_finished_run_of_ours_as_it_is(tiny_model_dir, tmp_
     (run / "metrics.json").write_text("{}")
     before = _digests(run)
     assert ensure_tiny(run) == run and _digests(run) == before
+
+
+def _ensure_after(barrier, out, results):
+    from chimed_trl.tiny import ensure_tiny
+
+    barrier.wait()
+    try:
+        results.put(str(ensure_tiny(out, seed=0)))
+    except Exception as e:  # noqa: BLE001 - the test reports what the losing process saw
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_two_processes_building_one_tiny_model_both_get_it(tmp_path):
+    """catches: the second of two concurrent builders (two ranks, two parallel tests) failing on the rename."""
+    import multiprocessing
+
+    from chimed_trl.tiny import tiny_build_problem
+
+    ctx = multiprocessing.get_context("fork")
+    barrier, results, out = ctx.Barrier(2), ctx.Queue(), tmp_path / "model"
+    procs = [ctx.Process(target=_ensure_after, args=(barrier, out, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert got == [str(out), str(out)], got
+    assert tiny_build_problem(out, seed=0) is None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging debris

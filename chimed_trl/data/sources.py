@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chimed_trl.bundled import PACKAGE, bundled_path
 from chimed_trl.data import readers
 from chimed_trl.data.cards import load_card
 from chimed_trl.data.formatters import Context, FieldError, Skip, get_formatter
@@ -50,6 +51,8 @@ class SourceConfig:
     txt_documents: str = "line"  # .txt files: one document per line, or "paragraph" (blank-line separated)
 
     def __post_init__(self):
+        if self.path is not None:  # a shipped sample named from the checkout's layout resolves from any directory
+            self.path = str(bundled_path(self.path))
         if not self.card and not self.formatter:
             raise ConfigError(f"dataset source {self.path or self.hub_id!r}: give a `card` or a `formatter`")
         if self.fraction is not None and self.count is not None:
@@ -123,9 +126,16 @@ def resolve(source: SourceConfig) -> tuple:
     card = load_card(source.card) if source.card else None
     formatter = get_formatter(source.formatter or card.formatter)
     encoding = source.encoding or (card.encoding if card else None)
-    hub_id = source.hub_id or (card.source if card and not source.path else None)
+    path = source.path
+    if path is None and card is not None and _ships_with_package(card.source):
+        path = str(bundled_path(card.source))  # a card for a bundled sample needs no `path`
+    hub_id = source.hub_id or (card.source if card and not path else None)
     config = source.config or (card.config if card else None)
-    return formatter, formatter.format, encoding, source.path, hub_id, config
+    return formatter, formatter.format, encoding, path, hub_id, config
+
+
+def _ships_with_package(card_source: str) -> bool:
+    return Path(card_source).parts[:1] == (PACKAGE.name,)
 
 
 def _hub_rows(hub_id: str, config: str | None, split: str) -> Iterator[tuple[str, dict]]:
