@@ -370,7 +370,20 @@ def build_report(args: AblationReportArguments) -> dict:
 
 def write_ablation_report(args: AblationReportArguments) -> dict:
     """The recipe's body under the run-directory contract (refusals, lock, resolved config, finished rerun)."""
-    from chimed_trl.stages import guarded_run
+    from chimed_trl.stages._run import guarded_run
 
     sections = dict(run={"recipe": "ablation_report"}, script=args)
     return guarded_run(args.output_dir, sections, args.overwrite_output_dir, lambda resume: build_report(args))
+
+
+ARGUMENT_TYPES = (AblationReportArguments,)  # what the YAML is parsed into
+
+
+def main(report_args) -> dict:
+    return write_ablation_report(report_args)
+
+
+if __name__ == "__main__":
+    from chimed_trl.cli import run_recipe
+
+    run_recipe(main, ARGUMENT_TYPES)

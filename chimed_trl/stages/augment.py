@@ -6,10 +6,8 @@ local transformers model. Each answer is inserted at its responder's ``position`
 ``sources``; the records go to ``output_dir/ranked.jsonl``, whole lines, flushed and fsynced per batch.
 ``metrics.json`` is written last, only when every prompt is done.
 
-``position`` is the number of the input's responses ranked *above* the answer: 0 = best of all,
-1 (the default) = right after the human-accepted answer (between chosen and rejected for a pair),
-``-1`` = right above the input's worst response, ``K`` = below all. Responders sharing a position
-keep their configured order, which is the order of expected quality.
+``position`` is the number of the input's responses ranked *above* the answer (:mod:`chimed_trl.data.augment`
+places the answers: 0 = best of all, 1, the default, = right after the human-accepted answer).
 
 Resume: each record is keyed by a hash of its prompt and input responses (the ``id`` field of the
 output); a rerun skips ids already in ``ranked.jsonl`` or ``dropped.jsonl`` and repairs a torn last
@@ -20,7 +18,7 @@ counted and handled by a policy: ``drop_record`` (logged to ``dropped.jsonl``), 
 API keys are read from the environment variable a responder names in ``api_key_env``; the key
 itself is never stored on a config, logged or written. Example (runs offline on the tiny model)::
 
-    from chimed_trl.data.augment import AugmentArguments, augment_rankings
+    from chimed_trl.stages.augment import AugmentArguments, augment_rankings
 
     metrics = augment_rankings(AugmentArguments(
         output_dir="runs/tiny/augment",
@@ -31,14 +29,12 @@ itself is never stored on a config, logged or written. Example (runs offline on 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import random
 import threading
 import time
-import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from chimed_trl.configs import DatasetsJSON, parse_sources
+from chimed_trl.data.augment import answer_problem, insert_answers, normalise, record_id, with_system
 from chimed_trl.data.records import DataError
 from chimed_trl.data.sources import iter_records
 from chimed_trl.errors import UserError, json_problem
@@ -219,70 +216,6 @@ class AugmentArguments:
             raise UserError("datasets: give at least one ranked source (e.g. {card: cmd_reward, path: ...})")
         if not self.responders:
             raise UserError("responders: give at least one responder")
-
-
-# ---------------------------------------------------------------- pure helpers
-def record_id(record: dict) -> str:
-    """A stable key of an input record: its prompt and input responses (not their labels)."""
-    payload = json.dumps([record["prompt"], record["responses"]], ensure_ascii=False, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
-
-
-def normalise(text: str) -> str:
-    """For the empty/duplicate checks: NFKC (full-width -> half-width), whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def resolve_position(position: int | None, k: int) -> int:
-    """How many of the K input responses rank above the answer (validated against K)."""
-    position = 1 if position is None else position
-    index = position if position >= 0 else k + position
-    if not 0 <= index <= k:
-        raise ValueError(f"position {position} is outside [-{k}, {k}] for a list of {k} responses")
-    return index
-
-
-def input_ranks(record: dict) -> list[int]:
-    return list(record.get("ranks") or range(len(record["responses"])))
-
-
-def insert_answers(record: dict, answers: list[tuple[ResponderConfig, str]], labels: list[str], where: str) -> dict:
-    """The augmented record: each answer placed after ``position`` input responses, ties of the input kept."""
-    k = len(record["responses"])
-    slots: dict[int, list] = {}
-    for responder, text in answers:  # config order = expected quality among answers at one slot
-        try:
-            slots.setdefault(resolve_position(responder.position, k), []).append((text, responder.name))
-        except ValueError as e:
-            raise DataError(where, "responses", f"responder {responder.name!r}: {e}") from None
-    old_ranks = input_ranks(record)
-    items: list[tuple[str, str, int | None]] = []  # (text, label, input rank or None for an answer)
-    for i in range(k + 1):
-        items += [(text, name, None) for text, name in slots.get(i, [])]
-        if i < k:
-            items.append((record["responses"][i], labels[i], old_ranks[i]))
-    ranks, rank = [], 0
-    for i, (_, _, old) in enumerate(items):
-        if i and not (old is not None and items[i - 1][2] == old):
-            rank += 1
-        ranks.append(rank)
-    for i in range(1, k):
-        if old_ranks[i] == old_ranks[i - 1] and i in slots:
-            raise DataError(where, "ranks", f"an answer at position {i} splits tied responses {i - 1} and {i}")
-    out = {key: value for key, value in record.items() if key not in ("responses", "ranks", "sources")}
-    out.update(responses=[t for t, _, _ in items], ranks=ranks, sources=[s for _, s, _ in items])
-    return out
-
-
-def with_system(prompt: list[dict], system_prompt: str | None) -> list[dict]:
-    if not system_prompt or (prompt and prompt[0]["role"] == "system"):
-        return prompt
-    return [{"role": "system", "content": system_prompt}, *prompt]
-
-
-def answer_problem(text: str, seen: set[str]) -> str | None:
-    key = normalise(text)
-    return "empty" if not key else "duplicate" if key in seen else None
 
 
 # ---------------------------------------------------------------- responders
@@ -700,11 +633,14 @@ def augment_rankings(args: AugmentArguments) -> dict:
     return metrics
 
 
-__all__ = [
-    "AugmentArguments",
-    "ResponderConfig",
-    "augment_rankings",
-    "insert_answers",
-    "parse_responders",
-    "record_id",
-]
+ARGUMENT_TYPES = (AugmentArguments,)  # what the YAML is parsed into
+
+
+def main(augment_args) -> dict:
+    return augment_rankings(augment_args)
+
+
+if __name__ == "__main__":
+    from chimed_trl.cli import run_recipe
+
+    run_recipe(main, ARGUMENT_TYPES)

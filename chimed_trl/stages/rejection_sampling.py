@@ -1,4 +1,5 @@
-"""The rejection-sampling stage as the recipe runs it: prompts from the data layer, models, the trainer.
+"""The rejection-sampling stage as the recipe runs it: prompts from the data layer, models, the trainer
+(``recipes/rejection_sampling.py``, ``python -m chimed_trl.stages.rejection_sampling``).
 
 Prompts come from any source whose records hold one: ``ranked`` (the prompt; the best response is the
 reference), ``conversation`` (every turn before the last assistant turn; that turn is the reference)
@@ -25,7 +26,7 @@ from chimed_trl.runs import (
     resolve_config,
     write_json,
 )
-from chimed_trl.stages import guarded_run, setup_logging
+from chimed_trl.stages._run import guarded_run, setup_logging
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer, check_prompts
 from chimed_trl.trainers.rejection_sampling.config import RERUN_NEUTRAL_KEYS
@@ -153,3 +154,17 @@ def _train(script_args, training_args, model_args, prompts: list[dict], resolved
         resolved_config=resolved,
     )
     return trainer.train()
+
+
+# what the YAML is parsed into
+ARGUMENT_TYPES = (RejectionSamplingScriptArguments, RejectionSamplingConfig, ChimedModelConfig)
+
+
+def main(script_args, training_args, model_args) -> dict:
+    return run_rejection_sampling(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    from chimed_trl.cli import run_recipe
+
+    run_recipe(main, ARGUMENT_TYPES)

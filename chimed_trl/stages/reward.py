@@ -1,4 +1,5 @@
-"""The reward-model stage: ranked data mixture -> listwise reward model, as ``recipes/reward.py`` calls it.
+"""The reward-model stage: ranked data mixture -> listwise reward model (``recipes/reward.py``,
+``python -m chimed_trl.stages.reward``).
 
 ``train_reward`` seeds, builds the (ranked) mixture, loads the reward model from a causal-LM checkpoint (the SFT
 policy, with a fresh one-score head) or a sequence-classification one, trains with
@@ -37,7 +38,7 @@ from chimed_trl.data.sources import resolve
 from chimed_trl.errors import ConfigError, UserError
 from chimed_trl.models import load_model, load_tokenizer
 from chimed_trl.runs import METRICS_FILE, write_json
-from chimed_trl.stages import run_stage
+from chimed_trl.stages._run import run_stage
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.listwise_reward import ListwiseRewardConfig, ListwiseRewardTrainer
 
@@ -234,3 +235,16 @@ def _train(script_args, training_args, model_args, resume: str | None, start: fl
         tokenizer.save_pretrained(training_args.output_dir)
         write_json(Path(training_args.output_dir) / METRICS_FILE, metrics)  # last: its presence = stage finished
     return metrics
+
+
+ARGUMENT_TYPES = (RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig)  # what the YAML is parsed into
+
+
+def main(script_args, training_args, model_args) -> dict:
+    return train_reward(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    from chimed_trl.cli import run_recipe
+
+    run_recipe(main, ARGUMENT_TYPES)

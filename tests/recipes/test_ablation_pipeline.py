@@ -106,7 +106,7 @@ def test_shipped_ablation_arms_share_one_heldout_set(name):
     from chimed_trl.cli import parse_recipe_args
     from chimed_trl.configs import ChimedModelConfig
     from chimed_trl.pipeline import check_files, load_pipeline, stage_command
-    from chimed_trl.reward import RewardScriptArguments
+    from chimed_trl.stages.reward import RewardScriptArguments
     from chimed_trl.trainers import ListwiseRewardConfig
 
     pipe = load_pipeline(REPO / f"recipes/{name}.yaml")
