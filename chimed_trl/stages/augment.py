@@ -31,22 +31,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chimed_trl.configs import DatasetsJSON, parse_sources
-from chimed_trl.data.augment import answer_problem, insert_answers, normalise, record_id, with_system
+from chimed_trl.data.augment import answer_problem, insert_answers, normalise, record_id
 from chimed_trl.data.records import DataError
 from chimed_trl.data.sources import iter_records
-from chimed_trl.errors import UserError, json_problem
-from chimed_trl.runs import api_key_from_env, check_env_name
+from chimed_trl.errors import UserError
+from chimed_trl.jsonl_store import JsonlStore
+from chimed_trl.runs import api_key_from_env
+from chimed_trl.stages.augment_responders import (
+    APIResponder,
+    LocalResponder,
+    ResponderConfig,
+    RetriesExhausted,
+    one_line,
+    parse_responders,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,98 +61,6 @@ OUTPUT_FILE, DROPPED_FILE, SPEC_FILE = "ranked.jsonl", "dropped.jsonl", "augment
 REQUEST_KEYS = frozenset(
     "batch_size max_concurrency max_retries backoff_initial_s backoff_max_s request_timeout_s".split()
 )
-
-
-# ---------------------------------------------------------------- configuration
-@dataclass
-class ResponderConfig:
-    """One responder: a local model (``model``) or an OpenAI-compatible endpoint (``base_url`` + ``api_model``)."""
-
-    name: str
-    model: str | None = None  # local transformers model directory (or hub id)
-    base_url: str | None = None  # e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1
-    api_model: str | None = None  # the request's `model`, e.g. gpt-4
-    api_key_env: str | None = None  # NAME of the env variable holding the key; None: no key (local server)
-    position: int | None = None  # input responses ranked above this answer; None -> 1
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None  # sampling seed (API: per prompt, derived from the record id)
-    system_prompt: str | None = None  # prepended unless the prompt already has a system message
-    extra_body: dict | None = None  # server-specific request fields, e.g. transformers serve's generation_config
-    chat_template: str | None = None  # local: chatml, chimed or a Jinja string (None: the tokenizer's)
-    dtype: str = "float32"  # local
-    batch_size: int = 8  # local: prompts per generate() call
-
-    @property
-    def kind(self) -> str:
-        return "api" if self.base_url else "local"
-
-    def spec(self) -> dict:
-        """What must not change between a run and its resume (endpoints and paths may)."""
-        return {"name": self.name, "kind": self.kind, "position": self.position}
-
-
-# Typed responder fields (YAML/JSON give any type; a wrong one must not surface later as a confusing error).
-RESPONDER_NUMBERS = {
-    "max_new_tokens": int,
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "seed": int,
-    "batch_size": int,
-    "position": int,
-}
-LOCAL_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _responder(entry: Any, where: str) -> ResponderConfig:
-    if isinstance(entry, ResponderConfig):
-        return entry
-    if not isinstance(entry, dict):
-        raise UserError(f"{where}: expected a mapping like {{name: ..., model: ...}}, got {entry!r}")
-    if "api_key" in entry:
-        raise UserError(f"{where}: never put a key in a config; export it and name the variable in `api_key_env`")
-    known = set(ResponderConfig.__dataclass_fields__)
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise UserError(f"{where}: unknown keys {unknown}; a responder takes {', '.join(sorted(known))}")
-    if not isinstance(entry.get("name"), str) or not entry["name"].strip():
-        raise UserError(f"{where}.name: give each responder a non-empty name (it becomes its `sources` label)")
-    for key, kinds in RESPONDER_NUMBERS.items():
-        value = entry.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-            expected = "an integer" if kinds is int else "a number"
-            raise UserError(f"{where}.{key}: expected {expected}, got {value!r}")
-    if entry.get("dtype", "float32") not in LOCAL_DTYPES:
-        raise UserError(f"{where}.dtype: expected one of {', '.join(LOCAL_DTYPES)}, got {entry['dtype']!r}")
-    check_env_name(entry.get("api_key_env"), f"{where}.api_key_env")
-    responder = ResponderConfig(**entry)
-    if responder.base_url and not responder.api_model:
-        raise UserError(f"{where}: an endpoint responder needs `api_model` (the request's model name)")
-    if responder.base_url and responder.model:
-        raise UserError(f"{where}: give `model` (local) or `base_url` + `api_model` (endpoint), not both")
-    if responder.max_new_tokens < 1 or responder.temperature < 0:
-        raise UserError(f"{where}: max_new_tokens must be >= 1 and temperature >= 0")
-    if responder.batch_size < 1:
-        raise UserError(f"{where}.batch_size: must be >= 1, got {responder.batch_size}")
-    return responder
-
-
-def parse_responders(entries: list, where: str = "responders") -> list[ResponderConfig]:
-    """YAML dicts, or JSON strings from the CLI (one object each, or one list of objects)."""
-    flat: list = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            try:
-                entry = json.loads(entry)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}[{i}]: not valid JSON ({json_problem(e)}): {entry[:60]!r}") from None
-        flat += entry if isinstance(entry, list) else [entry]
-    responders = [_responder(e, f"{where}[{i}]") for i, e in enumerate(flat)]
-    names = [r.name for r in responders]
-    if len(set(names)) != len(names):
-        raise UserError(f"{where}: responder names must be unique, got {names}")
-    return responders
 
 
 @dataclass
@@ -218,130 +131,6 @@ class AugmentArguments:
             raise UserError("responders: give at least one responder")
 
 
-# ---------------------------------------------------------------- responders
-class ResponderStats:
-    """Thread-safe per-responder counters."""
-
-    FIELDS = ("requested", "kept", "empty", "duplicate", "retries", "prompt_tokens", "completion_tokens")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.counts = Counter({f: 0 for f in self.FIELDS})
-
-    def add(self, **deltas: int) -> None:
-        with self._lock:
-            self.counts.update(deltas)
-
-
-class RetriesExhausted(Exception):
-    pass
-
-
-class APIResponder:
-    """One OpenAI client per responder, reused across threads; bounded retries with exponential backoff."""
-
-    def __init__(self, config: ResponderConfig, args: AugmentArguments):
-        import openai
-
-        self.config, self.args, self.stats = config, args, ResponderStats()
-        key = api_key_from_env(config.api_key_env, f"responder {config.name!r}: api_key_env")
-        self.client = openai.OpenAI(
-            base_url=config.base_url, api_key=key, timeout=args.request_timeout_s, max_retries=0
-        )  # retries are ours, so they are counted and bounded by max_retries
-        self.retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
-        self.errors = (openai.OpenAIError,)
-
-    def answer(self, prompt: list[dict], rid: str) -> str:
-        cfg = self.config
-        request = dict(
-            model=cfg.api_model,
-            messages=with_system(prompt, cfg.system_prompt),
-            max_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-        )
-        if cfg.seed is not None:  # per prompt, so a resumed run draws the same sample as an uninterrupted one
-            request["seed"] = cfg.seed + int(rid[:8], 16) % 2**31
-        if cfg.extra_body:
-            request["extra_body"] = cfg.extra_body
-        for attempt in range(self.args.max_retries + 1):
-            try:
-                response = self.client.chat.completions.create(**request)
-                break
-            except self.retryable as e:
-                if attempt == self.args.max_retries:
-                    raise RetriesExhausted(f"{_one_line(e)} (after {attempt} retries)") from None
-                self.stats.add(retries=1)
-                time.sleep(self._delay(attempt, e))
-        usage = getattr(response, "usage", None)
-        self.stats.add(
-            requested=1,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        )
-        return (response.choices[0].message.content or "").strip()
-
-    def _delay(self, attempt: int, error: Exception) -> float:
-        delay = min(self.args.backoff_max_s, self.args.backoff_initial_s * 2**attempt)
-        headers = getattr(getattr(error, "response", None), "headers", None) or {}
-        try:  # a server's Retry-After wins, within our cap
-            return min(self.args.backoff_max_s, float(headers.get("retry-after")))
-        except (TypeError, ValueError):
-            return delay * random.uniform(0.5, 1.0)  # jitter, so parallel workers do not retry in lockstep
-
-
-class LocalResponder:
-    """A local transformers model, greedy or sampled, batched through :class:`TransformersGenerator`."""
-
-    def __init__(self, config: ResponderConfig, args: AugmentArguments):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from chimed_trl.generation import TransformersGenerator
-        from chimed_trl.templates import get_chat_template
-
-        self.config, self.stats = config, ResponderStats()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(config.model)
-            model = AutoModelForCausalLM.from_pretrained(
-                config.model, dtype=getattr(torch, config.dtype), use_safetensors=True
-            )
-        except OSError as e:
-            raise UserError(f"responder {config.name!r}: cannot load model {config.model!r}: {_one_line(e)}") from None
-        if config.chat_template:
-            tokenizer.chat_template = get_chat_template(config.chat_template)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if torch.cuda.is_available():
-            model = model.to("cuda")
-        self.tokenizer = tokenizer
-        self.generator = TransformersGenerator(model.eval(), tokenizer, config.max_new_tokens, config.batch_size)
-
-    def answer_batch(self, prompts: list[list[dict]], batch_index: int) -> list[str]:
-        from chimed_trl.generation import SamplingParams
-
-        cfg = self.config
-        prompts = [with_system(p, cfg.system_prompt) for p in prompts]
-        seed = None if cfg.seed is None else cfg.seed + batch_index
-        sampling = SamplingParams(
-            n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed
-        )
-        answers = [c[0] for c in self.generator.generate(prompts, sampling)]
-        # token tally by re-tokenising (the generator returns text): close to, not exactly, the generated count
-        self.stats.add(
-            requested=len(prompts),
-            prompt_tokens=sum(
-                len(self.tokenizer(self.generator.render(p), add_special_tokens=False)["input_ids"]) for p in prompts
-            ),
-            completion_tokens=sum(len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers),
-        )
-        return answers
-
-
-def _one_line(error: Exception) -> str:
-    return f"{type(error).__name__}: " + " ".join(str(error).split())
-
-
 # ---------------------------------------------------------------- output files
 def check_endpoints(args: AugmentArguments) -> None:
     """Pre-flight, before any model loads or the output dir is claimed: each endpoint responder's key is exported,
@@ -384,39 +173,6 @@ def claim_output_dir(args: AugmentArguments, resolved: dict):
             )
     write_json(spec_path, spec)
     return claim
-
-
-def read_done(path: Path) -> list[dict]:
-    """The whole lines of a JSONL we wrote; a torn last line (a kill mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        logger.warning("%s: removing a partial last line (%d bytes) left by an interrupted run", path, len(data) - cut)
-        with path.open("r+b") as f:
-            f.truncate(cut)
-            f.flush()
-            os.fsync(f.fileno())
-        data = data[:cut]
-    rows = []
-    for line_no, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line_no}", None, f"malformed JSON ({e.msg}); was the file edited?") from None
-    return rows
-
-
-def append_lines(path: Path, rows: list[dict]) -> None:
-    """One write of whole lines, flushed and fsynced, so a kill leaves at most a torn last line (repaired)."""
-    if not rows:
-        return
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------- the run
@@ -490,7 +246,7 @@ class Augmenter:
             try:
                 answers[b][r] = future.result()
             except (RetriesExhausted, *self.responders[r].errors) as e:
-                message = str(e) if isinstance(e, RetriesExhausted) else _one_line(e)
+                message = str(e) if isinstance(e, RetriesExhausted) else one_line(e)
                 failures.setdefault(b, f"responder {self.responders[r].config.name!r} failed: {message}")
         return answers, failures
 
@@ -536,8 +292,8 @@ class Augmenter:
                             record, drop = self.build(item, answers[b])
                             (written if record else dropped).append(record or drop)
                 finally:  # whatever finished is kept, so a rerun only asks again for the rest
-                    append_lines(self.out / DROPPED_FILE, dropped)
-                    append_lines(self.out / OUTPUT_FILE, written)
+                    JsonlStore(self.out / DROPPED_FILE).append(dropped)
+                    JsonlStore(self.out / OUTPUT_FILE).append(written)
                     self.run_counts.update(written=len(written), dropped=len(dropped))
                 bar.update(len(batch) - len(failures))
                 if failures:
@@ -551,7 +307,7 @@ class Augmenter:
 
 
 def file_summary(out: Path) -> dict:
-    records, dropped = read_done(out / OUTPUT_FILE), read_done(out / DROPPED_FILE)
+    records, dropped = JsonlStore(out / OUTPUT_FILE).read(), JsonlStore(out / DROPPED_FILE).read()
     return {
         "records": len(records),
         "dropped": len(dropped),
@@ -590,7 +346,8 @@ def augment_rankings(args: AugmentArguments) -> dict:
     try:
         write_resolved_config(out, resolve_config(run={"recipe": "augment"}, augment=args))
         items, duplicate_inputs = load_items(args)
-        done = {row["id"] for row in read_done(out / OUTPUT_FILE) + read_done(out / DROPPED_FILE)}
+        # the stores of an interrupted run: a torn last line is cut off, every whole line is a finished prompt
+        done = {row["id"] for row in JsonlStore(out / OUTPUT_FILE).repair() + JsonlStore(out / DROPPED_FILE).repair()}
         todo = [item for item in items if item.rid not in done]
         logger.info("%d prompts: %d already done, %d to ask", len(items), len(items) - len(todo), len(todo))
         augmenter = Augmenter(args, out)
@@ -633,6 +390,7 @@ def augment_rankings(args: AugmentArguments) -> dict:
     return metrics
 
 
+__all__ = ["AugmentArguments", "ResponderConfig", "augment_rankings", "main", "parse_responders"]
 ARGUMENT_TYPES = (AugmentArguments,)  # what the YAML is parsed into
 
 

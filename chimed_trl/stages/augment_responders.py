@@ -1,0 +1,240 @@
+"""Augmentation's responders: who answers each prompt (an OpenAI-compatible endpoint or a local model) and how.
+
+:class:`ResponderConfig` is one entry of the YAML's ``responders:`` (checked field by field, one line per
+mistake); :class:`APIResponder` asks an endpoint, :class:`LocalResponder` a local transformers model through
+:class:`~chimed_trl.generation.TransformersGenerator`. Each keeps thread-safe counters for ``metrics.json``.
+API keys are read from the environment variable a responder names in ``api_key_env``, never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chimed_trl.data.augment import with_system
+from chimed_trl.errors import UserError, json_problem
+from chimed_trl.runs import api_key_from_env, check_env_name
+
+if TYPE_CHECKING:
+    from chimed_trl.stages.augment import AugmentArguments
+
+
+# ---------------------------------------------------------------- configuration
+@dataclass
+class ResponderConfig:
+    """One responder: a local model (``model``) or an OpenAI-compatible endpoint (``base_url`` + ``api_model``)."""
+
+    name: str
+    model: str | None = None  # local transformers model directory (or hub id)
+    base_url: str | None = None  # e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1
+    api_model: str | None = None  # the request's `model`, e.g. gpt-4
+    api_key_env: str | None = None  # NAME of the env variable holding the key; None: no key (local server)
+    position: int | None = None  # input responses ranked above this answer; None -> 1
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None  # sampling seed (API: per prompt, derived from the record id)
+    system_prompt: str | None = None  # prepended unless the prompt already has a system message
+    extra_body: dict | None = None  # server-specific request fields, e.g. transformers serve's generation_config
+    chat_template: str | None = None  # local: chatml, chimed or a Jinja string (None: the tokenizer's)
+    dtype: str = "float32"  # local
+    batch_size: int = 8  # local: prompts per generate() call
+
+    @property
+    def kind(self) -> str:
+        return "api" if self.base_url else "local"
+
+    def spec(self) -> dict:
+        """What must not change between a run and its resume (endpoints and paths may)."""
+        return {"name": self.name, "kind": self.kind, "position": self.position}
+
+
+# Typed responder fields (YAML/JSON give any type; a wrong one must not surface later as a confusing error).
+RESPONDER_NUMBERS = {
+    "max_new_tokens": int,
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "seed": int,
+    "batch_size": int,
+    "position": int,
+}
+LOCAL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _responder(entry: Any, where: str) -> ResponderConfig:
+    if isinstance(entry, ResponderConfig):
+        return entry
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected a mapping like {{name: ..., model: ...}}, got {entry!r}")
+    if "api_key" in entry:
+        raise UserError(f"{where}: never put a key in a config; export it and name the variable in `api_key_env`")
+    known = set(ResponderConfig.__dataclass_fields__)
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown keys {unknown}; a responder takes {', '.join(sorted(known))}")
+    if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+        raise UserError(f"{where}.name: give each responder a non-empty name (it becomes its `sources` label)")
+    for key, kinds in RESPONDER_NUMBERS.items():
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            expected = "an integer" if kinds is int else "a number"
+            raise UserError(f"{where}.{key}: expected {expected}, got {value!r}")
+    if entry.get("dtype", "float32") not in LOCAL_DTYPES:
+        raise UserError(f"{where}.dtype: expected one of {', '.join(LOCAL_DTYPES)}, got {entry['dtype']!r}")
+    check_env_name(entry.get("api_key_env"), f"{where}.api_key_env")
+    responder = ResponderConfig(**entry)
+    if responder.base_url and not responder.api_model:
+        raise UserError(f"{where}: an endpoint responder needs `api_model` (the request's model name)")
+    if responder.base_url and responder.model:
+        raise UserError(f"{where}: give `model` (local) or `base_url` + `api_model` (endpoint), not both")
+    if responder.max_new_tokens < 1 or responder.temperature < 0:
+        raise UserError(f"{where}: max_new_tokens must be >= 1 and temperature >= 0")
+    if responder.batch_size < 1:
+        raise UserError(f"{where}.batch_size: must be >= 1, got {responder.batch_size}")
+    return responder
+
+
+def parse_responders(entries: list, where: str = "responders") -> list[ResponderConfig]:
+    """YAML dicts, or JSON strings from the CLI (one object each, or one list of objects)."""
+    flat: list = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            try:
+                entry = json.loads(entry)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}[{i}]: not valid JSON ({json_problem(e)}): {entry[:60]!r}") from None
+        flat += entry if isinstance(entry, list) else [entry]
+    responders = [_responder(e, f"{where}[{i}]") for i, e in enumerate(flat)]
+    names = [r.name for r in responders]
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: responder names must be unique, got {names}")
+    return responders
+
+
+# ---------------------------------------------------------------- responders
+class ResponderStats:
+    """Thread-safe per-responder counters."""
+
+    FIELDS = ("requested", "kept", "empty", "duplicate", "retries", "prompt_tokens", "completion_tokens")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts = Counter({f: 0 for f in self.FIELDS})
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            self.counts.update(deltas)
+
+
+class RetriesExhausted(Exception):
+    pass
+
+
+class APIResponder:
+    """One OpenAI client per responder, reused across threads; bounded retries with exponential backoff."""
+
+    def __init__(self, config: ResponderConfig, args: AugmentArguments):
+        import openai
+
+        self.config, self.args, self.stats = config, args, ResponderStats()
+        key = api_key_from_env(config.api_key_env, f"responder {config.name!r}: api_key_env")
+        self.client = openai.OpenAI(
+            base_url=config.base_url, api_key=key, timeout=args.request_timeout_s, max_retries=0
+        )  # retries are ours, so they are counted and bounded by max_retries
+        self.retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
+        self.errors = (openai.OpenAIError,)
+
+    def answer(self, prompt: list[dict], rid: str) -> str:
+        cfg = self.config
+        request = dict(
+            model=cfg.api_model,
+            messages=with_system(prompt, cfg.system_prompt),
+            max_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+        )
+        if cfg.seed is not None:  # per prompt, so a resumed run draws the same sample as an uninterrupted one
+            request["seed"] = cfg.seed + int(rid[:8], 16) % 2**31
+        if cfg.extra_body:
+            request["extra_body"] = cfg.extra_body
+        for attempt in range(self.args.max_retries + 1):
+            try:
+                response = self.client.chat.completions.create(**request)
+                break
+            except self.retryable as e:
+                if attempt == self.args.max_retries:
+                    raise RetriesExhausted(f"{one_line(e)} (after {attempt} retries)") from None
+                self.stats.add(retries=1)
+                time.sleep(self._delay(attempt, e))
+        usage = getattr(response, "usage", None)
+        self.stats.add(
+            requested=1,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        )
+        return (response.choices[0].message.content or "").strip()
+
+    def _delay(self, attempt: int, error: Exception) -> float:
+        delay = min(self.args.backoff_max_s, self.args.backoff_initial_s * 2**attempt)
+        headers = getattr(getattr(error, "response", None), "headers", None) or {}
+        try:  # a server's Retry-After wins, within our cap
+            return min(self.args.backoff_max_s, float(headers.get("retry-after")))
+        except (TypeError, ValueError):
+            return delay * random.uniform(0.5, 1.0)  # jitter, so parallel workers do not retry in lockstep
+
+
+class LocalResponder:
+    """A local transformers model, greedy or sampled, batched through :class:`TransformersGenerator`."""
+
+    def __init__(self, config: ResponderConfig, args: AugmentArguments):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from chimed_trl.generation import TransformersGenerator
+        from chimed_trl.templates import get_chat_template
+
+        self.config, self.stats = config, ResponderStats()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config.model)
+            model = AutoModelForCausalLM.from_pretrained(
+                config.model, dtype=getattr(torch, config.dtype), use_safetensors=True
+            )
+        except OSError as e:
+            raise UserError(f"responder {config.name!r}: cannot load model {config.model!r}: {one_line(e)}") from None
+        if config.chat_template:
+            tokenizer.chat_template = get_chat_template(config.chat_template)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        self.tokenizer = tokenizer
+        self.generator = TransformersGenerator(model.eval(), tokenizer, config.max_new_tokens, config.batch_size)
+
+    def answer_batch(self, prompts: list[list[dict]], batch_index: int) -> list[str]:
+        from chimed_trl.generation import SamplingParams
+
+        cfg = self.config
+        prompts = [with_system(p, cfg.system_prompt) for p in prompts]
+        seed = None if cfg.seed is None else cfg.seed + batch_index
+        sampling = SamplingParams(
+            n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed
+        )
+        answers = [c[0] for c in self.generator.generate(prompts, sampling)]
+        # token tally by re-tokenising (the generator returns text): close to, not exactly, the generated count
+        self.stats.add(
+            requested=len(prompts),
+            prompt_tokens=sum(
+                len(self.tokenizer(self.generator.render(p), add_special_tokens=False)["input_ids"]) for p in prompts
+            ),
+            completion_tokens=sum(len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers),
+        )
+        return answers
+
+
+def one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: " + " ".join(str(error).split())
