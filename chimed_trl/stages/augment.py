@@ -48,8 +48,6 @@ from chimed_trl.stages.augment_responders import (
     APIResponder,
     LocalResponder,
     ResponderConfig,
-    RetriesExhausted,
-    one_line,
     parse_responders,
 )
 
@@ -90,10 +88,14 @@ class AugmentArguments:
     )
     limit: int | None = field(default=None, metadata={"help": "Only the first N input records (quick runs)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per written (fsynced) batch."})
-    max_concurrency: int = field(default=8, metadata={"help": "Endpoint requests in flight at once."})
+    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once, per endpoint responder."})
     max_retries: int = field(default=5, metadata={"help": "Retries per request on 429/5xx/timeouts/refused."})
-    backoff_initial_s: float = field(default=1.0, metadata={"help": "First retry delay; doubles each retry."})
-    backoff_max_s: float = field(default=30.0, metadata={"help": "Cap on one retry delay."})
+    # deprecated keys, kept so that configs keep parsing: requests go through the package's one OpenAI-compatible
+    # client, whose retries back off as the openai client does (0.5 s doubling up to 8 s, jittered; Retry-After wins)
+    backoff_initial_s: float = field(
+        default=1.0, metadata={"help": "Deprecated, ignored (the openai client's backoff)."}
+    )
+    backoff_max_s: float = field(default=30.0, metadata={"help": "Deprecated, ignored (the openai client's backoff)."})
     request_timeout_s: float = field(default=120.0, metadata={"help": "Timeout of one endpoint request."})
     empty_answer_policy: str = field(default="drop_record", metadata={"help": "drop_record|skip_responder|error"})
     duplicate_answer_policy: str = field(default="drop_record", metadata={"help": "drop_record|skip_responder|error"})
@@ -222,7 +224,7 @@ class Augmenter:
         self.responders = [
             APIResponder(r, args) if r.kind == "api" else LocalResponder(r, args) for r in args.responders
         ]
-        self.pool = ThreadPoolExecutor(max_workers=args.max_concurrency, thread_name_prefix="augment")
+        self.pool = ThreadPoolExecutor(max_workers=len(self.responders), thread_name_prefix="augment")
         self.run_counts = Counter(written=0, dropped=0)
         self.total = 0
 
@@ -233,21 +235,23 @@ class Augmenter:
         """answers[item][responder]; failures {item index: message} (the item's answers are then incomplete)."""
         answers: list[list[str | None]] = [[None] * len(self.responders) for _ in batch]
         failures: dict[int, str] = {}
-        futures = {}
-        for r, responder in enumerate(self.responders):
-            if isinstance(responder, APIResponder):
-                for b, item in enumerate(batch):
-                    futures[(b, r)] = self.pool.submit(responder.answer, item.record["prompt"], item.rid)
-        for r, responder in enumerate(self.responders):  # local models run here while the pool talks to servers
+        prompts, rids = [i.record["prompt"] for i in batch], [i.rid for i in batch]
+        # each endpoint responder's requests go out from a thread (its client bounds them to max_concurrency)
+        futures = {
+            r: self.pool.submit(responder.answer_batch, prompts, rids)
+            for r, responder in enumerate(self.responders)
+            if isinstance(responder, APIResponder)
+        }
+        for r, responder in enumerate(self.responders):  # local models run here while the endpoints answer
             if isinstance(responder, LocalResponder):
-                for b, text in enumerate(responder.answer_batch([i.record["prompt"] for i in batch], batch_index)):
+                for b, text in enumerate(responder.answer_batch(prompts, batch_index)):
                     answers[b][r] = text
-        for (b, r), future in futures.items():
-            try:
-                answers[b][r] = future.result()
-            except (RetriesExhausted, *self.responders[r].errors) as e:
-                message = str(e) if isinstance(e, RetriesExhausted) else one_line(e)
-                failures.setdefault(b, f"responder {self.responders[r].config.name!r} failed: {message}")
+        for r, future in futures.items():
+            texts, failure = future.result()
+            for b, text in enumerate(texts):
+                answers[b][r] = text
+                if text is None:
+                    failures.setdefault(b, f"responder {self.responders[r].config.name!r} failed: {failure}")
         return answers, failures
 
     def build(self, item: Item, answers: list[str]) -> tuple[dict | None, dict | None]:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import openai
+
 from chimed_trl.data.augment import with_system
 from chimed_trl.errors import UserError, json_problem
+from chimed_trl.generation.base import SamplingParams
+from chimed_trl.generation.openai_backend import OpenAIGenerator, Request
 from chimed_trl.runs import api_key_from_env, check_env_name
 
 if TYPE_CHECKING:
@@ -117,10 +120,15 @@ def parse_responders(entries: list, where: str = "responders") -> list[Responder
 
 
 # ---------------------------------------------------------------- responders
+# what the openai client retries (with backoff) before an error reaches us
+RETRIED = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
 class ResponderStats:
     """Thread-safe per-responder counters."""
 
-    FIELDS = ("requested", "kept", "empty", "duplicate", "retries", "prompt_tokens", "completion_tokens")
+    # attempts: HTTP requests sent to an endpoint, retries included
+    FIELDS = ("requested", "kept", "empty", "duplicate", "retries", "attempts", "prompt_tokens", "completion_tokens")
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -131,61 +139,80 @@ class ResponderStats:
             self.counts.update(deltas)
 
 
-class RetriesExhausted(Exception):
-    pass
+class ResponderClient(OpenAIGenerator):
+    """The package's one OpenAI-compatible client (connection pool, ``max_concurrency`` requests in flight, the
+    ``openai`` client's bounded retries with backoff and ``Retry-After``), with a responder's ``extra_body`` added to
+    every request and its HTTP attempts and token usage counted into the responder's :class:`ResponderStats`."""
+
+    def __init__(self, config: ResponderConfig, args: AugmentArguments, stats: ResponderStats):
+        super().__init__(
+            config.base_url,
+            config.api_model,
+            api_key_env=config.api_key_env or "",  # none: a local server that takes any key
+            max_tokens=config.max_new_tokens,
+            timeout=args.request_timeout_s,
+            max_concurrency=args.max_concurrency,
+            max_retries=args.max_retries,
+            show_progress=False,
+        )
+        self.extra_body, self.stats = config.extra_body, stats
+
+    def request_body(self, sampling: SamplingParams, seed: int, count: int) -> dict:
+        body = super().request_body(sampling, seed, count)
+        if self.extra_body:  # server-specific fields win over the sampling defaults (e.g. a generation_config)
+            body["extra_body"] = {**body.get("extra_body", {}), **self.extra_body}
+        return body
+
+    @property
+    def replicas(self):
+        if self._replicas is None:  # the same clients, sending through an HTTP client that counts for the stats
+            hooks = {"request": [self._attempted], "response": [self._answered]}
+            for replica in super().replicas.replicas:
+                http = openai.DefaultHttpxClient(timeout=self.timeout, event_hooks=hooks)
+                replica.client = replica.client.with_options(http_client=http)
+        return self._replicas
+
+    def _attempted(self, request) -> None:
+        self.stats.add(attempts=1)  # every HTTP attempt, retries included: retries = attempts - requests
+
+    def _answered(self, response) -> None:
+        if response.status_code != 200:
+            return
+        response.read()
+        usage = json.loads(response.content or b"{}").get("usage") or {}
+        self.stats.add(
+            prompt_tokens=usage.get("prompt_tokens") or 0, completion_tokens=usage.get("completion_tokens") or 0
+        )
 
 
 class APIResponder:
-    """One OpenAI client per responder, reused across threads; bounded retries with exponential backoff."""
+    """An endpoint responder: one request per prompt through :class:`ResponderClient`, each seeded per prompt."""
 
     def __init__(self, config: ResponderConfig, args: AugmentArguments):
-        import openai
+        self.config, self.stats = config, ResponderStats()
+        api_key_from_env(config.api_key_env, f"responder {config.name!r}: api_key_env")  # exported, or one line
+        self.client = ResponderClient(config, args, self.stats)
 
-        self.config, self.args, self.stats = config, args, ResponderStats()
-        key = api_key_from_env(config.api_key_env, f"responder {config.name!r}: api_key_env")
-        self.client = openai.OpenAI(
-            base_url=config.base_url, api_key=key, timeout=args.request_timeout_s, max_retries=0
-        )  # retries are ours, so they are counted and bounded by max_retries
-        self.retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
-        self.errors = (openai.OpenAIError,)
-
-    def answer(self, prompt: list[dict], rid: str) -> str:
+    def answer_batch(self, prompts: list[list[dict]], rids: list[str]) -> tuple[list[str | None], str | None]:
+        """The answers in prompt order (None where a request failed) and the failure, as one line, if any."""
         cfg = self.config
-        request = dict(
-            model=cfg.api_model,
-            messages=with_system(prompt, cfg.system_prompt),
-            max_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-        )
-        if cfg.seed is not None:  # per prompt, so a resumed run draws the same sample as an uninterrupted one
-            request["seed"] = cfg.seed + int(rid[:8], 16) % 2**31
-        if cfg.extra_body:
-            request["extra_body"] = cfg.extra_body
-        for attempt in range(self.args.max_retries + 1):
-            try:
-                response = self.client.chat.completions.create(**request)
-                break
-            except self.retryable as e:
-                if attempt == self.args.max_retries:
-                    raise RetriesExhausted(f"{one_line(e)} (after {attempt} retries)") from None
-                self.stats.add(retries=1)
-                time.sleep(self._delay(attempt, e))
-        usage = getattr(response, "usage", None)
-        self.stats.add(
-            requested=1,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        )
-        return (response.choices[0].message.content or "").strip()
-
-    def _delay(self, attempt: int, error: Exception) -> float:
-        delay = min(self.args.backoff_max_s, self.args.backoff_initial_s * 2**attempt)
-        headers = getattr(getattr(error, "response", None), "headers", None) or {}
-        try:  # a server's Retry-After wins, within our cap
-            return min(self.args.backoff_max_s, float(headers.get("retry-after")))
-        except (TypeError, ValueError):
-            return delay * random.uniform(0.5, 1.0)  # jitter, so parallel workers do not retry in lockstep
+        messages = [with_system(p, cfg.system_prompt) for p in prompts]
+        sampling = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+        # per prompt (from its record id), so a resumed run draws the same sample as an uninterrupted one
+        base = cfg.seed if cfg.seed is not None else random.getrandbits(31)
+        requests = [Request(i, 0, 1, base + int(rid[:8], 16) % 2**31) for i, rid in enumerate(rids)]
+        answers: list[str | None] = [None] * len(prompts)
+        sent = self.stats.counts["attempts"]
+        try:
+            for request, completions in self.client.stream(messages, sampling, requests):
+                answers[request.prompt] = completions[0].text
+                self.stats.add(requested=1)
+        except (openai.OpenAIError, UserError) as e:
+            retried = isinstance(e, RETRIED) and self.client.max_retries
+            return answers, one_line(e) + (f" (after {self.client.max_retries} retries)" if retried else "")
+        finally:
+            self.stats.add(retries=self.stats.counts["attempts"] - sent - sum(a is not None for a in answers))
+        return answers, None
 
 
 class LocalResponder:
