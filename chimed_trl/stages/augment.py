@@ -88,7 +88,7 @@ class AugmentArguments:
     )
     limit: int | None = field(default=None, metadata={"help": "Only the first N input records (quick runs)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per written (fsynced) batch."})
-    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once, per endpoint responder."})
+    max_concurrency: int = field(default=8, metadata={"help": "Endpoint requests in flight at once."})
     max_retries: int = field(default=5, metadata={"help": "Retries per request on 429/5xx/timeouts/refused."})
     # deprecated keys, kept so that configs keep parsing: requests go through the package's one OpenAI-compatible
     # client, whose retries back off as the openai client does (0.5 s doubling up to 8 s, jittered; Retry-After wins)
@@ -224,7 +224,7 @@ class Augmenter:
         self.responders = [
             APIResponder(r, args) if r.kind == "api" else LocalResponder(r, args) for r in args.responders
         ]
-        self.pool = ThreadPoolExecutor(max_workers=len(self.responders), thread_name_prefix="augment")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment")
         self.run_counts = Counter(written=0, dropped=0)
         self.total = 0
 
@@ -236,23 +236,27 @@ class Augmenter:
         answers: list[list[str | None]] = [[None] * len(self.responders) for _ in batch]
         failures: dict[int, str] = {}
         prompts, rids = [i.record["prompt"] for i in batch], [i.rid for i in batch]
-        # each endpoint responder's requests go out from a thread (its client bounds them to max_concurrency)
-        futures = {
-            r: self.pool.submit(responder.answer_batch, prompts, rids)
-            for r, responder in enumerate(self.responders)
-            if isinstance(responder, APIResponder)
-        }
-        for r, responder in enumerate(self.responders):  # local models run here while the endpoints answer
+        # the endpoints are asked from a thread (one responder after the other, so at most max_concurrency requests
+        # are in flight in all) while the local models answer here
+        endpoints = self.pool.submit(self._ask_endpoints, prompts, rids)
+        for r, responder in enumerate(self.responders):
             if isinstance(responder, LocalResponder):
                 for b, text in enumerate(responder.answer_batch(prompts, batch_index)):
                     answers[b][r] = text
-        for r, future in futures.items():
-            texts, failure = future.result()
+        for r, (texts, failure) in endpoints.result().items():
             for b, text in enumerate(texts):
                 answers[b][r] = text
                 if text is None:
                     failures.setdefault(b, f"responder {self.responders[r].config.name!r} failed: {failure}")
         return answers, failures
+
+    def _ask_endpoints(self, prompts: list, rids: list[str]) -> dict[int, tuple[list[str | None], str | None]]:
+        """{responder index: (answers, failure)} of every endpoint responder, one responder at a time."""
+        return {
+            r: responder.answer_batch(prompts, rids)
+            for r, responder in enumerate(self.responders)
+            if isinstance(responder, APIResponder)
+        }
 
     def build(self, item: Item, answers: list[str]) -> tuple[dict | None, dict | None]:
         """(augmented record, None) or (None, dropped row), applying the empty/duplicate policies."""
