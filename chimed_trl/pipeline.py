@@ -32,7 +32,7 @@ their last checkpoint. ``--from STAGE`` reruns that stage and every later one: t
 *moved aside* to ``<output_dir>/.previous/<timestamp>/<stage>`` (never deleted, never overwritten in place),
 so a user who wants them back still has them. The runner writes only inside ``output_dir``, and refuses an
 existing non-empty ``output_dir`` that it did not create (it marks its own with ``pipeline_state.json``).
-After the stages, ``report.md`` / ``report.json`` / charts are written (:mod:`chimed_trl.pipeline_report`).
+After the stages, ``report.md`` / ``report.json`` / charts are written (:mod:`chimed_trl.reporting.pipeline`).
 """
 
 from __future__ import annotations
@@ -434,7 +434,7 @@ def _run_steps(pipe: Pipeline, steps: list[tuple[Stage, bool]], state: dict, sta
         state["stages"][stage.name] = {**record, "status": "finished", "finished_at": time.strftime("%F %T")}
         write_json(pipe.output_dir / STATE_FILE, state)
         print(f"{prefix}: done in {wall:.1f} s{_summary(pipe, stage)}", flush=True)
-    from chimed_trl.pipeline_report import write_report
+    from chimed_trl.reporting.pipeline import write_report
 
     report = write_report(pipe, state)
     print(f"pipeline finished in {time.time() - pipeline_start:.1f} s; report: {report}")

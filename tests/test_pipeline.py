@@ -320,14 +320,14 @@ def _stage_files(out: Path) -> None:
     (pre / "checkpoint-3/trainer_state.json").write_text(json.dumps({"log_history": history}))
     rm = out / "reward"
     rm.mkdir()
-    # training-set figures first (as a trainer logs them), held-out ones under eval: the report must show eval
-    rm_metrics = {"pairwise_accuracy": 0.99, "mean_reward_rank_0": 9.0,
-                  "eval": {"pairwise_accuracy": 0.75, "mean_reward_rank_0": 1.5, "mean_reward_rank_1": 0.5,
-                           "mean_reward_rank_2": -0.25}}  # fmt: skip
+    # the keys the reward stage writes: training-set figures under train, held-out ones under eval (shown)
+    rm_metrics = {"train": {"pairwise_accuracy": 0.99, "reward_rank_0": 9.0},
+                  "eval": {"pairwise_accuracy": 0.75, "reward_rank_0": 1.5, "reward_rank_1": 0.5,
+                           "reward_rank_2": -0.25, "reward_source_human": 3.0}}  # fmt: skip
     (rm / "metrics.json").write_text(json.dumps(rm_metrics))
     for r, (mean, kept) in enumerate([(0.1, 0.4), (0.3, 0.6)]):
         (out / f"rs/round_{r}").mkdir(parents=True)
-        stats = {"reward": {"mean": mean, "min": -1, "max": 1}, "kept": {"reward": {"mean": kept}}}
+        stats = {"reward_mean": mean, "reward_min": -1, "reward_max": 1, "kept_reward_mean": kept}  # round_stats' keys
         (out / f"rs/round_{r}/stats.json").write_text(json.dumps(stats))
     for name, acc, f1 in (("eval_base", 0.25, 0.0), ("eval_sft", 0.5, 0.125)):
         (out / name).mkdir()
@@ -344,7 +344,7 @@ def test_report_sections_from_stage_outputs(tmp_path):
     # train accuracy shown as held-out, reward-by-rank positions shuffled, RS rounds mixed with kept-only
     # figures, evaluation columns misaligned between policies, a missing stage raising instead of being
     # left out. Expected values are the hand-written inputs above.
-    from chimed_trl.pipeline_report import write_report
+    from chimed_trl.reporting.pipeline import write_report
 
     out = tmp_path / "run"
     _stage_files(out)
@@ -377,7 +377,7 @@ def test_report_sections_from_stage_outputs(tmp_path):
 
 def test_report_without_optional_stages(tmp_path):
     # Bug caught: the report failing (KeyError) when only the core stages ran.
-    from chimed_trl.pipeline_report import write_report
+    from chimed_trl.reporting.pipeline import write_report
 
     out = tmp_path / "run"
     out.mkdir()

@@ -5,10 +5,10 @@ Sections, each present only when its stage ran (a missing stage is not an error)
 - training stages (any stage whose ``metrics.json`` has ``loss_first``/``loss_last``): loss first -> last and a
   loss curve read from the log history (``metrics.json`` ``log_history``, else ``trainer_state.json`` in the
   stage folder or its newest ``checkpoint-*``);
-- the reward model (recipe ``reward``): held-out pairwise accuracy and mean reward by rank position, read
-  from its ``metrics.json`` (keys are matched by name, so ``eval_pairwise_accuracy`` or a nested ``eval:
-  {pairwise_accuracy}`` both work);
-- rejection sampling (recipe ``rejection_sampling``): mean reward by round from ``round_<r>/stats.json``;
+- the reward model (recipe ``reward``): pairwise accuracy and mean reward by rank position, read from its
+  ``metrics.json`` by key (``eval.pairwise_accuracy``, ``eval.reward_rank_<r>``; ``train.*`` when nothing was held out);
+- rejection sampling (recipe ``rejection_sampling``): mean reward by round from ``round_<r>/stats.json``
+  (``reward_mean``, ``kept_reward_mean``);
 - evaluation (recipe ``evaluate``): the evaluated policies side by side from each ``report.json``, and the
   paper's reference rows when a report carries them;
 - wall time per stage, from the runner's ``pipeline_state.json``.
@@ -17,10 +17,12 @@ Sections, each present only when its stage ran (a missing stage is not an error)
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from chimed_trl.reporting.charts import bars, pyplot, save
+from chimed_trl.reporting.markdown import table
+from chimed_trl.reporting.paper import paper_reference, published_scores, reference_table
 from chimed_trl.runs import write_atomic, write_json
 
 
@@ -29,19 +31,6 @@ def _load(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"eval": {"a": 1}}`` -> ``{"eval.a": 1}`` (lists of numbers kept as values)."""
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict):
-                out.update(flatten(v, key))
-            else:
-                out[key] = v
-    return out
 
 
 def _number(v: Any) -> bool:
@@ -90,61 +79,51 @@ def training_section(name: str, stage_dir: Path, metrics: dict) -> dict | None:
 
 # ---------------------------------------------------------------- reward model
 
-_RANK = re.compile(r"(?:reward\w*?rank|rank\w*?reward)[_.]?(?:position[_.]?)?(\d+)", re.IGNORECASE)
+RANK_PREFIX = "reward_rank_"  # the listwise trainer's mean reward per rank value: reward_rank_0, reward_rank_1, ...
 
 
 def reward_section(metrics: dict) -> dict | None:
-    """Held-out pairwise accuracy and mean reward by rank position, matched by key name (eval keys preferred)."""
-    flat = {k: v for k, v in flatten(metrics).items() if _number(v) or isinstance(v, list)}
-
-    def pick(pattern: str) -> tuple[str, Any] | None:
-        keys = [k for k in flat if re.search(pattern, k, re.IGNORECASE)]
-        keys.sort(key=lambda k: ("eval" not in k.lower() and "test" not in k.lower(), len(k)))
-        return (keys[0], flat[keys[0]]) if keys else None
-
-    accuracy = pick(r"pairwise_acc")
-    by_rank: dict[int, float] = {}
-    listed = pick(r"reward.*(by|per)_rank|rank.*reward")
-    if listed and isinstance(listed[1], list):
-        by_rank = {i: float(v) for i, v in enumerate(listed[1]) if _number(v)}
-    else:
-        evalish = [k for k in flat if ("eval" in k.lower() or "test" in k.lower()) and _RANK.search(k)]
-        for key in evalish or [k for k in flat if _RANK.search(k)]:
-            if _number(flat[key]):
-                by_rank.setdefault(int(_RANK.search(key).group(1)), float(flat[key]))
-    if accuracy is None and not by_rank:
-        return None
-    return {
-        "pairwise_accuracy": float(accuracy[1]) if accuracy and _number(accuracy[1]) else None,
-        "pairwise_accuracy_key": accuracy[0] if accuracy else None,
-        "reward_by_rank": [by_rank[k] for k in sorted(by_rank)],
-    }
+    """Pairwise accuracy and mean reward by rank from the reward stage's ``metrics.json``: its ``eval`` figures
+    (held-out: the ``test_size`` split or ``eval_datasets``), else its ``train`` figures, never a mix."""
+    for split in ("eval", "train"):
+        figures = metrics.get(split)
+        if not isinstance(figures, dict):
+            continue
+        ranks = sorted(
+            int(k[len(RANK_PREFIX) :])
+            for k in figures
+            if k.startswith(RANK_PREFIX) and k[len(RANK_PREFIX) :].isdigit()
+        )
+        accuracy = figures.get("pairwise_accuracy")
+        if not _number(accuracy) and not ranks:
+            continue
+        return {
+            "pairwise_accuracy": float(accuracy) if _number(accuracy) else None,
+            "pairwise_accuracy_key": f"{split}.pairwise_accuracy",
+            "reward_by_rank": [float(figures[f"{RANK_PREFIX}{r}"]) for r in ranks],
+        }
+    return None
 
 
 # ---------------------------------------------------------------- rejection sampling
 
 
-def _mean_reward(stats: dict, kept: bool) -> float | None:
-    flat = flatten(stats)
-    keys = [
-        k
-        for k, v in flat.items()
-        if _number(v) and "reward" in k.lower() and "mean" in k.lower() and (("kept" in k.lower()) == kept)
-    ]
-    keys.sort(key=len)
-    return float(flat[keys[0]]) if keys else None
+def _round_number(stats_path: Path) -> int:
+    return int(stats_path.parent.name.removeprefix("round_"))
 
 
 def rs_section(stage_dir: Path) -> dict | None:
+    """Mean reward by round (all samples, and the kept ones) from each finished round's ``round_<r>/stats.json``."""
     rounds = []
-    for path in sorted(stage_dir.glob("round_*/stats.json"), key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0)):
+    for path in sorted(stage_dir.glob("round_*/stats.json"), key=_round_number):
         stats = _load(path)
         if isinstance(stats, dict):
+            mean, kept = stats.get("reward_mean"), stats.get("kept_reward_mean")
             rounds.append(
                 {
-                    "round": int(re.sub(r"\D", "", path.parent.name) or 0),
-                    "mean_reward": _mean_reward(stats, kept=False),
-                    "mean_reward_kept": _mean_reward(stats, kept=True),
+                    "round": _round_number(path),
+                    "mean_reward": float(mean) if _number(mean) else None,
+                    "mean_reward_kept": float(kept) if _number(kept) else None,
                 }
             )
     return {"rounds": rounds} if rounds else None
@@ -171,35 +150,36 @@ def eval_row(report: dict) -> dict[str, float]:
 def paper_tables(runs: dict[str, dict]) -> list[str]:
     """The paper's published tables (``chimed_trl/evaluation/paper_reference.json``), one row per evaluated
     policy added in the column its evaluation was placed in (``report.json["paper"]["this_run"]``)."""
-    from chimed_trl.evaluation.report import paper_reference
-
     if not any(runs.values()):
         return []
     ref = paper_reference()
     lines = ["## Paper reference rows (published, percent)", "", ref["source"], ""]
     choice = ref["choice_accuracy"]
-    rows = [[m, *(choice[b]["scores"][m] for b in choice)] for m in ref["models"]]
+    rows = []
     for stage, run in runs.items():
         cells = [f"{run[b]['micro']:.2f} (n={run[b]['denominator']})" if b in run else "—" for b in choice]
         rows.append([f"{stage} (this pipeline)", *cells])
-    lines += ["Multiple choice, accuracy:", ""] + _table(["model", *choice], rows)
+    lines += ["Multiple choice, accuracy:", ""] + reference_table(
+        list(choice), lambda m, b: choice[b]["scores"][m], rows
+    )
     lines += [""] + [
         f"- {b}: {choice[b]['protocol']} {choice[b].get('denominator_notes', '')}".rstrip() for b in choice
     ]
     ner = {k: v for k, v in ref["ner_f1"].items() if k != "protocol"}
-    rows = [[m, *(ner[b][m] for b in ner)] for m in ref["models"]]
-    rows += [
+    rows = [
         [f"{stage} (this pipeline)", *(run[b]["f1"] if b in run else "—" for b in ner)] for stage, run in runs.items()
     ]
-    lines += ["", "NER, entity F1:", ""] + _table(["model", *ner], rows) + ["", f"- {ref['ner_f1']['protocol']}"]
+    lines += ["", "NER, entity F1:", ""] + reference_table(list(ner), lambda m, b: ner[b][m], rows)
+    lines += ["", f"- {ref['ner_f1']['protocol']}"]
     for key, title in (("open_qa_chimed", "ChiMed open QA"), ("dialogue_mc", "MC multi-turn dialogue")):
-        table = ref[key]
-        rows = [[m, *table["scores"][m]] for m in ref["models"]]
+        ref_table = ref[key]
+        rows = []
         for stage, run in runs.items():
             if key in run:  # placed only when computed as the paper's: the authors' BLEU and ROUGE (paper_compat)
-                compat = [run[key].get(f"{m} (paper_compat)") for m in table["metrics"]]
+                compat = [run[key].get(f"{m} (paper_compat)") for m in ref_table["metrics"]]
                 rows.append([f"{stage} (paper_compat)", *compat])
-        lines += ["", f"{title}:", ""] + _table(["model", *table["metrics"]], rows) + ["", f"- {table['protocol']}"]
+        lines += ["", f"{title}:", ""] + reference_table(ref_table["metrics"], published_scores(ref_table), rows)
+        lines += ["", f"- {ref_table['protocol']}"]
     lines += [
         "",
         "Not like for like: the tiny demo scores the bundled sample files, not the paper's benchmarks (the rows "
@@ -216,47 +196,22 @@ def paper_tables(runs: dict[str, dict]) -> list[str]:
 # ---------------------------------------------------------------- charts and Markdown
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _plt().close(fig)
-    return path.name
-
-
 def chart_loss(section: dict, out: Path) -> str | None:
     if len(section["loss_curve"]) < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     steps, losses = zip(*section["loss_curve"])
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(steps, losses, marker=".", color="#4C72B0")
     ax.set(title=f"{section['stage']}: training loss", xlabel="step", ylabel="loss")
-    return _save(fig, out / f"loss_{section['stage']}.png")
-
-
-def chart_bars(name: str, labels: list[str], values: list[float], ylabel: str, out: Path, title: str) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(values) + 2), 3))
-    ax.bar(range(len(values)), values, color="#55A868")
-    ax.set_xticks(range(len(values)), labels)
-    ax.set(title=title, ylabel=ylabel)
-    return _save(fig, out / f"{name}.png")
+    return save(fig, out / f"loss_{section['stage']}.png")
 
 
 def chart_rs(section: dict, out: Path) -> str | None:
     rounds = [r for r in section["rounds"] if r["mean_reward"] is not None]
     if not rounds:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot([r["round"] for r in rounds], [r["mean_reward"] for r in rounds], marker="o", label="all samples")
     kept = [r for r in rounds if r["mean_reward_kept"] is not None]
@@ -264,18 +219,7 @@ def chart_rs(section: dict, out: Path) -> str | None:
         ax.plot([r["round"] for r in kept], [r["mean_reward_kept"] for r in kept], marker="s", label="kept (top-k)")
     ax.set(title="rejection sampling: reward by round", xlabel="round", ylabel="mean reward")
     ax.legend()
-    return _save(fig, out / "rs_reward_by_round.png")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.2f}"
-    return "" if v is None else str(v)
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return save(fig, out / "rs_reward_by_round.png")
 
 
 def collect(pipe, state: dict) -> dict:
@@ -321,7 +265,7 @@ def render(data: dict, charts: dict[str, str]) -> str:
     ]
     if data["training"]:
         lines += ["## Training loss", ""]
-        lines += _table(
+        lines += table(
             ["stage", "steps", "loss first", "loss last"],
             [[s["stage"], s["steps"], s["loss_first"], s["loss_last"]] for s in data["training"]],
         )
@@ -338,13 +282,13 @@ def render(data: dict, charts: dict[str, str]) -> str:
             )
         if r["reward_by_rank"]:
             lines += ["", "Mean reward by rank position (0 = best):", ""]
-            lines += _table([str(i) for i in range(len(r["reward_by_rank"]))], [r["reward_by_rank"]])
+            lines += table([str(i) for i in range(len(r["reward_by_rank"]))], [r["reward_by_rank"]])
         if "reward_by_rank" in charts:
             lines += ["", f"![reward by rank]({charts['reward_by_rank']})"]
         lines.append("")
     if "rejection_sampling" in data:
         lines += ["## Rejection sampling", ""]
-        lines += _table(
+        lines += table(
             ["round", "mean reward (all samples)", "mean reward (kept)"],
             [[r["round"], r["mean_reward"], r["mean_reward_kept"]] for r in data["rejection_sampling"]["rounds"]],
         )
@@ -355,12 +299,12 @@ def render(data: dict, charts: dict[str, str]) -> str:
         metrics = list(dict.fromkeys(k for e in data["evaluation"] for k in e["scores"]))
         lines += ["## Evaluation (percent)", ""]
         rows = [[f"{e['stage']} (`{e['model']}`)", *(e["scores"].get(m) for m in metrics)] for e in data["evaluation"]]
-        lines += _table(["policy", *metrics], rows)
+        lines += table(["policy", *metrics], rows)
         lines.append("")
     lines += paper_tables(data.get("paper_runs") or {})
     if data["wall_time"]:
         lines += ["## Wall time", ""]
-        lines += _table(["stage", "seconds"], [[w["stage"], w["wall_time_s"]] for w in data["wall_time"]])
+        lines += table(["stage", "seconds"], [[w["stage"], w["wall_time_s"]] for w in data["wall_time"]])
         total = sum(w["wall_time_s"] or 0 for w in data["wall_time"])
         lines += ["", f"Total: {total:.1f} s (stages run in this output directory, including earlier runs)."]
     return "\n".join(lines) + "\n"
@@ -377,8 +321,12 @@ def write_report(pipe, state: dict) -> Path:
     if data.get("reward", {}).get("reward_by_rank"):
         values = data["reward"]["reward_by_rank"]
         labels = [str(i) for i in range(len(values))]
-        charts["reward_by_rank"] = chart_bars(
-            "reward_by_rank", labels, values, "mean reward", out, "reward model: held-out reward by rank"
+        charts["reward_by_rank"] = bars(
+            dict(zip(labels, values)),
+            out / "reward_by_rank.png",
+            "reward model: reward by rank",
+            "mean reward",
+            "rank",
         )
     if "rejection_sampling" in data:
         name = chart_rs(data["rejection_sampling"], out)

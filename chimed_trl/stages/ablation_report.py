@@ -8,7 +8,8 @@ Every figure is read from the runs' own files, never typed in: the accuracy curv
 ``paper.not_placed``: the run's figures keyed by the paper's benchmark, in percent; the paper's published figure
 is set beside only those the evaluation placed in the paper's column).
 
-Writes ``report.md``, ``reward_ablation.png``, ``ablation.json`` and, last, ``metrics.json`` in ``output_dir``.
+Writes ``report.md``, ``reward_ablation.png`` (laid out by :mod:`chimed_trl.reporting.ablation`), ``ablation.json``
+and, last, ``metrics.json`` in ``output_dir``.
 The two reward runs must have been scored on identical held-out pairs (same ids); otherwise the comparison is
 refused with one line.
 """
@@ -16,26 +17,16 @@ refused with one line.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chimed_trl.errors import UserError
+from chimed_trl.reporting.ablation import PAPER_OVERFIT, chart, render
+from chimed_trl.reporting.paper import published_figure
 from chimed_trl.runs import METRICS_FILE, write_atomic, write_json
 
 HELDOUT_ACCURACY = "eval_heldout_pairwise_accuracy"
 TRAIN_ACCURACY = "eval_train_sample_pairwise_accuracy"
-CHART = "reward_ablation.png"
-ARMS = (("binary", "(a) binary pairs, pairwise loss"), ("listwise", "(b) augmented lists, listwise loss"))
-PAPER_MODEL = "ChiMed-GPT"
-# The paper's one reward-model figure: it is stated in the text (no table), so it is shipped here with its source.
-PAPER_OVERFIT = {
-    "train_accuracy": 0.98,
-    "steps": 200,
-    "source": "Tian et al., ChiMed-GPT, arXiv 2311.06025, reward-model section: the binary accepted-vs-rejected task "
-    "reached 98% training accuracy in about 200 steps (their reason to augment the pairs into ranked lists)",
-}
 
 
 @dataclass
@@ -163,21 +154,6 @@ def eval_figures(run_dir: Path, what: str) -> tuple[dict[str, float], set[str]]:
     return figures, placed
 
 
-def paper_figure(reference: dict, name: str) -> float | None:
-    """The paper's ChiMed-GPT figure for ``"<benchmark> <metric>"`` from its reference tables, if it has one."""
-    benchmark, _, metric = name.partition(" ")
-    choice = (reference.get("choice_accuracy") or {}).get(benchmark)
-    if choice and metric == "micro":
-        return choice["scores"].get(PAPER_MODEL)
-    ner = (reference.get("ner_f1") or {}).get(benchmark)
-    if ner and metric == "f1":
-        return ner.get(PAPER_MODEL)
-    text = reference.get(benchmark)
-    if isinstance(text, dict) and metric in text.get("metrics", []):
-        return text["scores"][PAPER_MODEL][text["metrics"].index(metric)]
-    return None
-
-
 def downstream(args: AblationReportArguments) -> dict | None:
     """Per task: SFT, each RS policy and its delta (RS minus SFT), with the paper's ChiMed-GPT figure beside."""
     runs = {"sft": args.eval_sft, "binary": args.eval_rs_binary, "listwise": args.eval_rs_listwise}
@@ -192,151 +168,13 @@ def downstream(args: AblationReportArguments) -> dict | None:
         # the paper's figure only beside a figure computed like the paper's (a limited or stand-in set is not)
         comparable = task in placed
         row = {"task": task, "sft": sft, "comparable": comparable}
-        row["paper"] = paper_figure(reference, task) if comparable else None
+        row["paper"] = published_figure(reference, task) if comparable else None
         for arm in ("binary", "listwise"):
             rs = figures[arm].get(task)
             row[f"rs_{arm}"] = rs
             row[f"delta_{arm}"] = None if rs is None else rs - sft
         rows.append(row)
     return {"rows": rows, "paper_source": reference.get("source")}
-
-
-# ---------------------------------------------------------------- chart and Markdown
-
-
-def chart(arms: list[dict], overfit_accuracy: float, out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    # (a) in large circles under (b)'s dots: where the curves coincide both stay visible
-    for colour, marker, (arm, label) in zip(("tab:red", "tab:blue"), ("o", "."), ARMS):
-        data = next(a for a in arms if a["arm"] == arm)
-        for points, style, what in ((data["heldout_curve"], "-", "held-out"), (data["train_curve"], "--", "train")):
-            if points:
-                ax.plot(*zip(*points), style, color=colour, marker=marker, label=f"{label}: {what}")
-    ax.axhline(overfit_accuracy, color="grey", linewidth=0.8, linestyle=":", label=f"{overfit_accuracy:.0%} train")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("pairwise accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Reward models on the same held-out original pairs")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / CHART, dpi=100)
-    plt.close(fig)
-    return CHART
-
-
-def _fmt(value: Any, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.1%}" if percent else f"{value:.3f}"
-    return str(value)
-
-
-def _percent_points(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _signed(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def reward_table(arms: list[dict], overfit_accuracy: float) -> list[str]:
-    header = ["reward model", "loss", "steps", f"steps to {overfit_accuracy:.0%} train acc.", "best held-out acc.",
-              "final held-out acc.", "final held-out margin", "final train acc."]  # fmt: skip
-    rows = []
-    for arm, label in ARMS:
-        a = next(x for x in arms if x["arm"] == arm)
-        reached = a["steps_to_overfit"]
-        rows.append([
-            label, str(a["loss_type"]), str(a["steps"]), "not reached" if reached is None else str(reached),
-            f"{_fmt(a['best_heldout_accuracy'], True)} (step {a['best_heldout_step']})",
-            _fmt(a["final_heldout_accuracy"], True), _fmt(a["final_heldout_margin"]), _fmt(a["final_train_accuracy"], True),
-        ])  # fmt: skip
-    paper = PAPER_OVERFIT
-    rows.append(["paper: binary (Ziya2-13B, CMD-Reward)", "—", "—", f"~{paper['steps']}", "—", "—", "—",
-                 f"{paper['train_accuracy']:.0%}"])  # fmt: skip
-    return _table(header, rows)
-
-
-def rank_table(arms: list[dict]) -> list[str]:
-    ranks = sorted({r for a in arms for r in {**a["heldout_reward_by_rank"], **a["train_reward_by_rank"]}})
-    rows = []
-    for arm, label in ARMS:
-        a = next(x for x in arms if x["arm"] == arm)
-        for where, values in (
-            ("held-out pairs", a["heldout_reward_by_rank"]),
-            ("train sample", a["train_reward_by_rank"]),
-        ):
-            rows.append([label, where] + [_fmt(values.get(r)) for r in ranks])
-    return _table(["reward model", "scored on"] + [r.replace("reward_rank_", "rank ") for r in ranks], rows)
-
-
-def downstream_table(data: dict) -> list[str]:
-    header = ["task (benchmark metric, %)", "SFT", "RS with (a)", "Δ (a)", "RS with (b)", "Δ (b)",
-              f"paper: {PAPER_MODEL}"]  # fmt: skip
-    rows = [
-        [
-            r["task"],
-            _percent_points(r["sft"]),
-            _percent_points(r["rs_binary"]),
-            _signed(r["delta_binary"]),
-            _percent_points(r["rs_listwise"]),
-            _signed(r["delta_listwise"]),
-            _percent_points(r["paper"]) if r["comparable"] else "not comparable (limited or stand-in data)",
-        ]
-        for r in data["rows"]
-    ]
-    return _table(header, rows)
-
-
-def render(args: AblationReportArguments, arms: list[dict], n_pairs: int, data: dict | None) -> str:
-    lines = ["# Reward-model ablation: binary pairs (a) vs augmented ranked lists (b)", ""]
-    if args.note:
-        lines += [f"> {args.note}", ""]
-    scored = arms[0]["heldout_scored"]
-    dropped = f"; {n_pairs - scored} too long for max_length, dropped in both" if scored not in (None, n_pairs) else ""
-    lines += [
-        f"Both reward models start from the same SFT model and are scored on the same {n_pairs} held-out original "
-        f"pairs (accepted vs rejected{dropped}; identical pair ids, checked), whatever they train on. Train accuracy is "
-        "measured on a fixed sample of each run's own training records (pairs for (a), ranked lists, all ordered "
-        "pairs, for (b)). Curves and figures are read from the trainers' log histories (`metrics.json`).",
-        "",
-        f"![held-out and train accuracy]({CHART})",
-        "",
-        "## Reward models",
-        "",
-        *reward_table(arms, args.overfit_accuracy),
-        "",
-        f"Paper figure: {PAPER_OVERFIT['source']}.",
-        "",
-        "### Mean reward by rank position (final model)",
-        "",
-        *rank_table(arms),
-        "",
-    ]
-    if data is None:
-        lines += ["## Downstream", "", "Not evaluated (give eval_sft, eval_rs_binary and eval_rs_listwise).", ""]
-        return "\n".join(lines)
-    lines += [
-        "## Downstream: rejection sampling with each reward model (RS minus SFT)",
-        "",
-        *downstream_table(data),
-        "",
-        f"The paper column is the published {PAPER_MODEL} figure (its whole regime: pre-training, SFT and rejection "
-        "sampling, 13B), beside for scale; the paper publishes no rejection-sampling ablation, so no paper delta "
-        f"exists. Source: {(data['paper_source'] or 'paper_reference.json').rstrip('.')}.",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the stage

@@ -23,9 +23,9 @@ from transformers import set_seed
 
 from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.errors import UserError
-from chimed_trl.evaluation import report
 from chimed_trl.evaluation.config import EvalArguments
 from chimed_trl.evaluation.harness import check_task_data, run_task, write_items
+from chimed_trl.reporting import evaluation as report
 from chimed_trl.runs import (
     PREVIOUS_DIR,
     Claim,
