@@ -80,7 +80,7 @@ def _items_section(task: str, worst: dict) -> list[str]:
     if not rows:
         return lines
     lines += ["", f"{len(rows)} worst items:", ""]
-    table = []
+    cells = []
     for item in rows:
         metric = item.get("metric") or {  # choice: what the letter scoring gave the gold, or how the answer was read
             key: value
@@ -90,7 +90,7 @@ def _items_section(task: str, worst: dict) -> list[str]:
             )
             if value is not None
         }
-        table.append(
+        cells.append(
             [
                 cell(item["id"]),
                 cell(item.get("subject") or ""),
@@ -99,7 +99,7 @@ def _items_section(task: str, worst: dict) -> list[str]:
                 cell(metric),
             ]
         )
-    return lines + table(["id", "subject", "gold", "prediction", "metric"], table)
+    return lines + table(["id", "subject", "gold", "prediction", "metric"], cells)
 
 
 def render_markdown(
