@@ -3,8 +3,12 @@
 Each input record (CMD-Reward pairs or any ranked file, read through the data layer) goes to one or
 more responders: an OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, ``transformers serve``) or a
 local transformers model. Each answer is inserted at its responder's ``position`` and labelled in
-``sources``; the records go to ``output_dir/ranked.jsonl``, whole lines, flushed and fsynced per batch.
-``metrics.json`` is written last, only when every prompt is done.
+``sources``; the records go to ``output_dir/ranked.jsonl`` (a :class:`~chimed_trl.jsonl_store.JsonlStore`: whole
+lines, flushed and fsynced per batch). ``metrics.json`` is written last, only when every prompt is done.
+Endpoint requests go through the package's one OpenAI-compatible client (``max_concurrency`` in flight, the
+``openai`` client's ``max_retries`` with backoff; :mod:`chimed_trl.stages.augment_responders`).
+
+    python -m chimed_trl.stages.augment --config recipes/tiny/augment.yaml    # = python recipes/augment_rewards.py
 
 ``position`` is the number of the input's responses ranked *above* the answer (:mod:`chimed_trl.data.augment`
 places the answers: 0 = best of all, 1, the default, = right after the human-accepted answer).
@@ -43,11 +47,11 @@ from chimed_trl.data.records import DataError
 from chimed_trl.data.sources import iter_records
 from chimed_trl.errors import UserError
 from chimed_trl.jsonl_store import JsonlStore
-from chimed_trl.runs import api_key_from_env
 from chimed_trl.stages.augment_responders import (
     APIResponder,
     LocalResponder,
     ResponderConfig,
+    check_endpoints,
     parse_responders,
 )
 
@@ -134,20 +138,6 @@ class AugmentArguments:
 
 
 # ---------------------------------------------------------------- output files
-def check_endpoints(args: AugmentArguments) -> None:
-    """Pre-flight, before any model loads or the output dir is claimed: each endpoint responder's key is exported,
-    its server answers ``GET /models`` and serves its ``api_model`` (one line naming the responder and URL if not)."""
-    from chimed_trl.generation.openai_backend import check_server
-
-    for r in args.responders:
-        if r.kind == "api":
-            key = api_key_from_env(r.api_key_env, f"responder {r.name!r}: api_key_env")
-            try:
-                check_server(r.base_url, r.api_model, api_key=key, timeout=min(args.request_timeout_s, 10.0))
-            except UserError as e:
-                raise UserError(f"responder {r.name!r}: {e}") from None
-
-
 def claim_output_dir(args: AugmentArguments, resolved: dict):
     """The run-directory contract (:func:`chimed_trl.runs.prepare_output_dir`, lock held), then the resume
     check: the responders, positions and policies that wrote ``ranked.jsonl`` must be this run's."""

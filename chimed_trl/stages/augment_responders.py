@@ -265,3 +265,17 @@ class LocalResponder:
 
 def one_line(error: Exception) -> str:
     return f"{type(error).__name__}: " + " ".join(str(error).split())
+
+
+def check_endpoints(args: AugmentArguments) -> None:
+    """Pre-flight, before any model loads or the output dir is claimed: each endpoint responder's key is exported,
+    its server answers ``GET /models`` and serves its ``api_model`` (one line naming the responder and URL if not)."""
+    from chimed_trl.generation.openai_backend import check_server
+
+    for r in args.responders:
+        if r.kind == "api":
+            key = api_key_from_env(r.api_key_env, f"responder {r.name!r}: api_key_env")
+            try:
+                check_server(r.base_url, r.api_model, api_key=key, timeout=min(args.request_timeout_s, 10.0))
+            except UserError as e:
+                raise UserError(f"responder {r.name!r}: {e}") from None

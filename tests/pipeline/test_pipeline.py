@@ -19,7 +19,7 @@ import yaml
 
 from chimed_trl import pipeline
 
-from .conftest import REPO
+from ..conftest import REPO
 
 PROBE = r"""
 import json, os, pathlib, sys
@@ -151,7 +151,7 @@ def test_accelerate_stage_really_launches_two_processes(checkout):
     # so a multi-process stage silently runs once. The launch is real: torchrun starts 2 ranks.
     import socket
 
-    from .conftest import PORT_TAKEN
+    from ..conftest import PORT_TAKEN
 
     config = yaml.safe_load((REPO / "accelerate_configs/cpu_2proc.yaml").read_text())
     path = write_pipeline(
