@@ -8,15 +8,10 @@
 Writes report.md, reward_ablation.png, ablation.json and, last, metrics.json in output_dir.
 """
 
-from chimed_trl.ablation_report import AblationReportArguments, write_ablation_report
 from chimed_trl.cli import run_recipe
 
-ARGUMENT_TYPES = (AblationReportArguments,)  # what the YAML is parsed into
-
-
-def main(report_args):
-    return write_ablation_report(report_args)
-
+# a thin shim: the driver is chimed_trl.stages.ablation_report (also `python -m chimed_trl.stages.ablation_report`)
+from chimed_trl.stages.ablation_report import ARGUMENT_TYPES, main
 
 if __name__ == "__main__":
     run_recipe(main, ARGUMENT_TYPES)

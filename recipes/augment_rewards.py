@@ -13,14 +13,9 @@ or have their local model set by name: --responder_model NAME=PATH [NAME=PATH ..
 """
 
 from chimed_trl.cli import run_recipe
-from chimed_trl.data.augment import AugmentArguments, augment_rankings
 
-ARGUMENT_TYPES = (AugmentArguments,)  # what the YAML is parsed into
-
-
-def main(augment_args):
-    return augment_rankings(augment_args)
-
+# a thin shim: the driver is chimed_trl.stages.augment (also `python -m chimed_trl.stages.augment`)
+from chimed_trl.stages.augment import ARGUMENT_TYPES, main
 
 if __name__ == "__main__":
     run_recipe(main, ARGUMENT_TYPES)

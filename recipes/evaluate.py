@@ -8,16 +8,9 @@ Writes ``report.md``/``report.json``, ``tasks/<task>.json`` as tasks finish, and
 """
 
 from chimed_trl.cli import run_recipe
-from chimed_trl.configs import ChimedModelConfig
-from chimed_trl.evaluation.config import EvalArguments
-from chimed_trl.evaluation.harness import run_evaluation
 
-ARGUMENT_TYPES = (EvalArguments, ChimedModelConfig)  # what the YAML is parsed into
-
-
-def main(eval_args, model_args):
-    return run_evaluation(eval_args, model_args)
-
+# a thin shim: the driver is chimed_trl.stages.evaluate (also `python -m chimed_trl.stages.evaluate`)
+from chimed_trl.stages.evaluate import ARGUMENT_TYPES, main
 
 if __name__ == "__main__":
     run_recipe(main, ARGUMENT_TYPES)

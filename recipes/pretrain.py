@@ -4,18 +4,10 @@
         --config recipes/chimed-gpt/pretrain.yaml
 """
 
-from trl import SFTConfig
-
 from chimed_trl.cli import run_recipe
-from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
-from chimed_trl.stages import train_lm
 
-ARGUMENT_TYPES = (ChimedScriptArguments, SFTConfig, ChimedModelConfig)  # what the YAML is parsed into
-
-
-def main(script_args, training_args, model_args):
-    return train_lm(script_args, training_args, model_args, expected_stage="pretrain")
-
+# a thin shim: the driver is chimed_trl.stages.pretrain (also `python -m chimed_trl.stages.pretrain`)
+from chimed_trl.stages.pretrain import ARGUMENT_TYPES, main
 
 if __name__ == "__main__":
     run_recipe(main, ARGUMENT_TYPES)

@@ -5,20 +5,9 @@
 """
 
 from chimed_trl.cli import run_recipe
-from chimed_trl.configs import ChimedModelConfig
-from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, run_rejection_sampling
-from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
 
-ARGUMENT_TYPES = (
-    RejectionSamplingScriptArguments,
-    RejectionSamplingConfig,
-    ChimedModelConfig,
-)  # what the YAML is parsed into
-
-
-def main(script_args, training_args, model_args):
-    return run_rejection_sampling(script_args, training_args, model_args)
-
+# a thin shim: the driver is chimed_trl.stages.rejection_sampling (also `python -m chimed_trl.stages.rejection_sampling`)
+from chimed_trl.stages.rejection_sampling import ARGUMENT_TYPES, main
 
 if __name__ == "__main__":
     run_recipe(main, ARGUMENT_TYPES)

@@ -5,16 +5,9 @@
 """
 
 from chimed_trl.cli import run_recipe
-from chimed_trl.configs import ChimedModelConfig
-from chimed_trl.reward import RewardScriptArguments, train_reward
-from chimed_trl.trainers import ListwiseRewardConfig
 
-ARGUMENT_TYPES = (RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig)  # what the YAML is parsed into
-
-
-def main(script_args, training_args, model_args):
-    return train_reward(script_args, training_args, model_args)
-
+# a thin shim: the driver is chimed_trl.stages.reward (also `python -m chimed_trl.stages.reward`)
+from chimed_trl.stages.reward import ARGUMENT_TYPES, main
 
 if __name__ == "__main__":
     run_recipe(main, ARGUMENT_TYPES)

@@ -94,7 +94,7 @@ def test_bad_dataset_entry_names_its_place():
 
 
 def test_recipe_refuses_the_other_stage(repo_root):
-    from chimed_trl.stages import train_lm
+    from chimed_trl.stages.lm import train_lm
 
     parser = TrlParser((ChimedScriptArguments, SFTConfig, ChimedModelConfig))
     args = parser.parse_args_and_config(["--config", str(repo_root / "recipes/tiny/sft.yaml")])

@@ -1,52 +1,30 @@
-"""Run the paper's evaluations on one model and write ``report.json``, ``report.md`` and charts.
+"""The paper's evaluation tasks on one model: multiple choice, NER, open QA/dialogue, CAMI/MICA.
 
-Each task's result is written to ``output_dir/tasks/<task>.json`` as soon as it finishes, with one
-line per item (id, subject, the exact prompt sent, gold, prediction, scores or raw output, correct or
-per-item metric) in ``output_dir/items/<task>.jsonl``, both atomically, so an interrupted run (an API
-server that goes away) keeps the finished tasks, and a rerun of the same command continues with the
-rest. Every task records its ``coverage``: items scored of items available (``limit``) and whether the
-data is a bundled sample; the report never places a limited or stand-in figure in a paper column. ``resolved_config.yaml`` is written first, ``metrics.json`` last
-(its presence means the evaluation finished; the pipeline skips the stage by it).
+:func:`run_task` runs one task with a generator (local or API) and returns its result, with one item per
+question (id, subject, the exact prompt sent, gold, prediction, scores or raw output, correct or per-item metric)
+for ``items/<task>.jsonl`` (:func:`write_items`, atomic). Every task records its ``coverage``: items scored of items
+available (``limit``) and whether the data is a bundled sample; the report never places a limited or stand-in
+figure in a paper column. The stage around the tasks (loading, output directory, resume, reports) is
+:mod:`chimed_trl.stages.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
-from transformers import set_seed
 
-from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.data.sources import load_records
 from chimed_trl.errors import UserError
-from chimed_trl.evaluation import attitude_scales, choice, ner, report
+from chimed_trl.evaluation import attitude_scales, choice, ner
 from chimed_trl.evaluation.config import TASK_DATASETS, EvalArguments
 from chimed_trl.evaluation.text_metrics import pair_rouge_l, paper_compat_empty_pairs, text_scores
-from chimed_trl.runs import (
-    PREVIOUS_DIR,
-    Claim,
-    RunLock,
-    check_env_name,
-    check_output_dir,
-    move_run_aside,
-    read_resolved_config,
-    recipe_of,
-    remove_if_only_ours,
-    save_resolved_config,
-    write_atomic,
-    write_json,
-)
+from chimed_trl.runs import write_atomic
 
 logger = logging.getLogger(__name__)
-
-# Keys of the resolved config that do not change a task's result: a rerun may differ in them.
-NOT_RESULT_KEYS = {"output_dir", "overwrite_output_dir", "tasks", "batch_size"}
 
 
 def _records(sources, limit: int | None = None, check_ids: bool = False) -> list[dict]:
@@ -96,28 +74,6 @@ def write_items(out: Path, task: str, items: Sequence[dict]) -> Path:
 
 def _where(sources) -> str:
     return ", ".join(str(s.path or s.hub_id or s.label) for s in sources)
-
-
-def load_local(args: EvalArguments, model_args: ChimedModelConfig):
-    """Model and tokenizer through :mod:`chimed_trl.models` (the loader training uses), plus an optional adapter."""
-    import torch
-
-    from chimed_trl.models import check_model_source, load_model, load_tokenizer
-    from chimed_trl.tiny import ensure_tiny
-
-    if args.build_tiny_model:
-        ensure_tiny(model_args.model_name_or_path)  # any tiny build (the eval seed need not be the build seed)
-    trust = args.trust_remote_code
-    tokenizer = load_tokenizer(model_args, args.chat_template, trust_remote_code=trust)
-    model = load_model(model_args, task="causal_lm", trust_remote_code=trust)
-    if args.adapter_path:
-        from peft import PeftModel
-
-        check_model_source(args.adapter_path, "adapter_path")
-        model = PeftModel.from_pretrained(model, args.adapter_path)
-    if torch.cuda.is_available() and getattr(model, "hf_device_map", None) is None:
-        model = model.to("cuda")
-    return model.eval(), tokenizer
 
 
 def with_progress(generate: Callable, prompts: Sequence, desc: str, chunk: int) -> list[str]:
@@ -230,150 +186,26 @@ def _scale_chooser(model, tokenizer, generate, args: EvalArguments):
     ]
 
 
-def _check_adapter(adapter_path: str) -> None:
-    """A local adapter directory must hold adapter_config.json (else peft fails with a traceback after the load)."""
-    from chimed_trl.models import check_model_source
-
-    path = Path(adapter_path).expanduser()
-    if path.is_dir() and not (path / "adapter_config.json").is_file():
-        raise UserError(f"adapter_path: {path} has no adapter_config.json (is it a LoRA output directory?)")
-    check_model_source(adapter_path, "adapter_path")  # a missing local path or a file: one line
+def check_task_data(args: EvalArguments, task: str) -> None:
+    """Read a task's data (every id checked) before minutes of model loading; a bad row is one line."""
+    _records(getattr(args, TASK_DATASETS[task]), check_ids=task != "scales")
 
 
-def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> tuple[Claim, dict]:
-    """Claim ``out`` (:mod:`chimed_trl.runs`: a directory we did not write is refused whatever the flags say,
-    the lock is taken) and return the finished tasks of an earlier run of the same config (to skip)."""
-    claim = check_output_dir(out)
-    saved = read_resolved_config(out)
-    # a training run (or anything else) also saves a resolved_config.yaml: only one with the evaluation's own section
-    # is ours, and --overwrite_output_dir never licenses writing over someone else's run
-    if saved is not None and not isinstance(saved.get("eval"), dict):
-        raise UserError(
-            f"output_dir: {out} holds a {recipe_of(saved)!r} run, not an evaluation; choose a new directory"
-        )
-    claim.lock = RunLock(out).acquire()
-    if saved is None:
-        return claim, {}
-    if overwrite:
-        claim.moved_to = move_run_aside(out)
-        logger.warning("overwrite_output_dir: the previous evaluation in %s moved to %s", out, claim.moved_to)
-        return claim, {}
-    differing = sorted(
-        f"{section}.{key}"
-        for section in ("eval", "model")
-        for key in set(saved.get(section, {})) | set(resolved.get(section, {}))
-        if key not in NOT_RESULT_KEYS and saved.get(section, {}).get(key) != resolved.get(section, {}).get(key)
-    )
-    if differing:
-        claim.lock.release()
-        raise UserError(
-            f"output_dir: {out} holds an evaluation with a different config ({', '.join(differing)}); rerun with "
-            f"its settings, use --overwrite_output_dir true (the old run moves to {PREVIOUS_DIR}/<time>/), or use a "
-            "new output_dir"
-        )
-    finished = {}
-    for path in sorted((out / "tasks").glob("*.json")):
-        finished[path.stem] = json.loads(path.read_text(encoding="utf-8"))
-    return claim, finished
-
-
-def _resolved(args: EvalArguments, model_args: ChimedModelConfig) -> dict:
-    """The sections ``save_resolved_config`` writes, as they read back from the YAML (to compare with a saved run)."""
-    from chimed_trl.runs import _as_dict, redact
-
-    sections = {"eval": args, "model": model_args}
-    payload = {name: redact(json.loads(json.dumps(_as_dict(obj), default=str))) for name, obj in sections.items()}
-    return yaml.safe_load(yaml.safe_dump(payload, allow_unicode=True))
-
-
-def run_evaluation(args: EvalArguments, model_args: ChimedModelConfig | None = None) -> dict:
-    """Every requested task; returns ``{"settings", "tasks"}`` and writes the reports into ``args.output_dir``."""
-    start = time.time()
-    model_args = model_args or ChimedModelConfig()
-    if not model_args.model_name_or_path and not args.api_base_url:
-        raise UserError("model_name_or_path: give a local model (or hub id), or api_base_url + api_model")
-    if args.adapter_path and not args.api_base_url:
-        _check_adapter(args.adapter_path)
-    if args.api_base_url:  # pre-flight, before the output dir is claimed or anything loads
-        from chimed_trl.generation.openai_backend import check_server
-
-        check_env_name(args.api_key_env, "api_key_env")
-        check_server(args.api_base_url, args.api_model, api_key=os.environ.get(args.api_key_env))  # servers without
-    else:  # auth (vLLM, transformers serve) need no key
-        check_env_name(args.api_key_env, "api_key_env")
-    out = Path(args.output_dir).expanduser()
-    claim, finished = _prepare_output_dir(out, _resolved(args, model_args), args.overwrite_output_dir)
-    try:
-        return _evaluate(args, model_args, out, finished, start)
-    except UserError:
-        claim.lock.release()
-        remove_if_only_ours(claim)  # refused before any task finished: nothing left behind
-        raise
-    finally:
-        claim.lock.release()
-
-
-def _evaluate(args: EvalArguments, model_args: ChimedModelConfig, out: Path, finished: dict, start: float) -> dict:
-    if (out / "metrics.json").exists() and set(args.tasks) <= set(finished):
-        logger.info("evaluation already finished in %s (metrics.json); --overwrite_output_dir true reruns it", out)
-        print(f"already finished: {out / 'report.md'}")
-        return json.loads((out / "report.json").read_text(encoding="utf-8"))
-    save_resolved_config(out, eval=args, model=model_args)
-    set_seed(args.seed)
-
-    model = tokenizer = generate = None
-    pending = [t for t in args.tasks if t not in finished]
-    for task in pending:  # data errors first, before minutes of model loading
-        _records(getattr(args, TASK_DATASETS[task]), check_ids=task != "scales")
-    if pending and args.api_base_url:
-        from chimed_trl.generation import OpenAIGenerator
-
-        generate = OpenAIGenerator(args.api_base_url, args.api_model, args.api_key_env, args.max_new_tokens)
-    elif pending:
-        from chimed_trl.generation import TransformersGenerator
-
-        model, tokenizer = load_local(args, model_args)
-        generate = TransformersGenerator(model, tokenizer, args.max_new_tokens, args.batch_size)
-
+def run_task(task: str, args: EvalArguments, model, tokenizer, generate) -> dict:
+    """One task's result (``model``/``tokenizer`` are None for an API model: scored through ``generate``)."""
     runners = {
         "choice": lambda: _run_choice(args, model, tokenizer, generate),
         "ner": lambda: _run_ner(args, generate),
         "dialogue": lambda: _run_dialogue(args, generate),
         "scales": lambda: _run_scales(args, model, tokenizer, generate),
     }
-    results: dict = {}
-    for task in args.tasks:
-        if task in finished:
-            logger.info("%s: finished in an earlier run (%s), kept", task, out / "tasks" / f"{task}.json")
-            results[task] = finished[task]
-            continue
-        results[task] = runners[task]()
-        write_items(out, task, report.task_items(task, results[task]))
-        write_json(out / "tasks" / f"{task}.json", results[task])  # kept if a later task fails
+    return runners[task]()
 
-    settings = {
-        "model": model_args.model_name_or_path or args.api_model,
-        "adapter": args.adapter_path,
-        "api_base_url": args.api_base_url,
-        "api_model": args.api_model,
-        "tasks": args.tasks,
-        "choice_k_shot_asked": args.choice_k_shot,
-        "choice_mode": args.choice_mode,
-        "choice_format": results.get("choice", {}).get("prompt_format"),
-        "choice_subjects": args.choice_subjects,
-        "ner_k_shot_asked": args.ner_k_shot,
-        "paper_compat": args.paper_compat,
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        "limit": args.limit,
-        "wall_time_s": round(time.time() - start, 2),
-    }
-    benchmarks = {
-        "choice": args.paper_choice_benchmark,
-        "ner": args.paper_ner_benchmark,
-        "dialogue": args.paper_dialogue_benchmark,
-    }
-    payload = report.write_report(results, settings, out, benchmarks)
-    write_json(out / "metrics.json", report.headline_metrics(payload["tasks"], settings))  # last: the run finished
-    print(f"report: {out / 'report.md'}")
-    return {"settings": settings, "tasks": results}
+
+# deprecated path (the driver lived here), kept for compatibility; lazy: chimed_trl.stages.evaluate imports this
+def __getattr__(name: str):
+    if name in ("run_evaluation", "load_local", "NOT_RESULT_KEYS"):
+        import chimed_trl.stages.evaluate as stage
+
+        return getattr(stage, name)
+    raise AttributeError(f"module 'chimed_trl.evaluation.harness' has no attribute {name!r}")

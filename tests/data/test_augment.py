@@ -9,9 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chimed_trl.data.augment import AugmentArguments, ResponderConfig, augment_rankings, insert_answers
+from chimed_trl.data.augment import insert_answers
 from chimed_trl.data.records import DataError
 from chimed_trl.errors import UserError
+from chimed_trl.stages.augment import AugmentArguments, ResponderConfig, augment_rankings
 
 KEY_ENV, KEY = "CHIMED_TEST_AUGMENT_KEY", "sk-test-3f9a7c1e-never-written"
 

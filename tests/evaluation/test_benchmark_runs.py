@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chimed_trl.configs import ChimedModelConfig
 from chimed_trl.evaluation.config import EvalArguments
-from chimed_trl.evaluation.harness import run_evaluation
+from chimed_trl.stages.evaluate import run_evaluation
 
 from .test_prompts import official_cmmlu_prompt
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chimed_trl.evaluation.config import EvalArguments
-from chimed_trl.evaluation.harness import run_evaluation
+from chimed_trl.stages.evaluate import run_evaluation
 
 from ..conftest import REPO
 

@@ -106,7 +106,7 @@ def test_shipped_ablation_arms_share_one_heldout_set(name):
     from chimed_trl.cli import parse_recipe_args
     from chimed_trl.configs import ChimedModelConfig
     from chimed_trl.pipeline import check_files, load_pipeline, stage_command
-    from chimed_trl.reward import RewardScriptArguments
+    from chimed_trl.stages.reward import RewardScriptArguments
     from chimed_trl.trainers import ListwiseRewardConfig
 
     pipe = load_pipeline(REPO / f"recipes/{name}.yaml")
@@ -119,8 +119,8 @@ def test_shipped_ablation_arms_share_one_heldout_set(name):
     arms = {}
     for arm in ("binary", "listwise"):
         stage = next(s for s in pipe.stages if s.name == f"reward_{arm}")
-        command = stage_command(pipe, stage)  # python recipes/reward.py ... or accelerate launch ... recipes/reward.py
-        argv = command[command.index(stage.script) + 1 :] + ["--bf16", "false", "--use_cpu", "true"]
+        command = stage_command(pipe, stage)  # python -m chimed_trl.stages.reward ... (or accelerate launch -m)
+        argv = command[command.index(stage.module) + 1 :] + ["--bf16", "false", "--use_cpu", "true"]
         argv[argv.index("--config") + 1] = str(REPO / argv[argv.index("--config") + 1])
         arms[arm] = parse_recipe_args((RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig), argv)
     (binary, binary_training, binary_model), (listwise, listwise_training, listwise_model) = (

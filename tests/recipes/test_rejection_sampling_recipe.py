@@ -138,7 +138,7 @@ def test_configs_parse(setting):
     from trl import TrlParser
 
     from chimed_trl.configs import ChimedModelConfig
-    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments
+    from chimed_trl.stages.rejection_sampling import RejectionSamplingScriptArguments
     from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
 
     types = (RejectionSamplingScriptArguments, RejectionSamplingConfig, ChimedModelConfig)
@@ -157,7 +157,7 @@ def test_datasets_as_json_on_the_command_line():
     from trl import TrlParser
 
     from chimed_trl.configs import ChimedModelConfig
-    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
+    from chimed_trl.stages.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
     from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
 
     types = (RejectionSamplingScriptArguments, RejectionSamplingConfig, ChimedModelConfig)
@@ -176,7 +176,7 @@ def recipe_main(argv, capsys):
     import importlib.util
 
     from chimed_trl.configs import ChimedModelConfig
-    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments
+    from chimed_trl.stages.rejection_sampling import RejectionSamplingScriptArguments
     from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
 
     spec = importlib.util.spec_from_file_location("rs_recipe", REPO / "recipes" / "rejection_sampling.py")
@@ -246,12 +246,12 @@ def test_cli_bad_number_and_dead_server_are_one_line_before_any_load(tiny_model_
 
 def test_max_prompts_says_how_many_prompts_it_uses(caplog):
     # bug caught: 16 of 100 prompts used with no word about it
-    from chimed_trl.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
+    from chimed_trl.stages.rejection_sampling import RejectionSamplingScriptArguments, load_prompts
 
     script = RejectionSamplingScriptArguments(
         datasets=[{"formatter": "ranked", "path": str(REPO / "chimed_trl/data/samples/ranked.jsonl")}], max_prompts=16
     )
-    with caplog.at_level("INFO", logger="chimed_trl.rejection_sampling"):
+    with caplog.at_level("INFO", logger="chimed_trl.stages.rejection_sampling"):
         assert len(load_prompts(script)[0]) == 16
     assert "using 16 of 40 prompts (max_prompts)" in caplog.text
 

@@ -76,7 +76,7 @@ def test_shipped_reward_configs_parse(name):
     from trl import TrlParser
 
     from chimed_trl.configs import ChimedModelConfig
-    from chimed_trl.reward import RewardScriptArguments
+    from chimed_trl.stages.reward import RewardScriptArguments
     from chimed_trl.trainers import ListwiseRewardConfig
 
     parser = TrlParser((RewardScriptArguments, ListwiseRewardConfig, ChimedModelConfig))

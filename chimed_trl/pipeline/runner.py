@@ -1,38 +1,24 @@
-"""Run the stages of a pipeline YAML in order, each as the recipe command a user could run alone.
+"""Run the stages of a pipeline YAML in order, each as the command a user could run alone.
 
     python -m chimed_trl.pipeline --config recipes/tiny/pipeline.yaml [--output_dir runs/demo]
                                   [--from STAGE] [--dry-run] [--verbose]
 
-A pipeline YAML::
-
-    output_dir: runs/demo          # every stage writes <output_dir>/<stage name>
-    tiny: {seed: 0}                # optional stage zero: `python -m chimed_trl.tiny <output_dir>/tiny`
-    stages:
-      - name: sft                  # letters, digits, _ and -; also the stage's folder name
-        recipe: sft                # recipes/sft.py
-        config: recipes/tiny/sft.yaml
-        from: pretrain             # --model_name_or_path <output_dir>/pretrain ("tiny" for the built base)
-        accelerate_config: accelerate_configs/cpu_2proc.yaml   # optional: run under `accelerate launch`
-        num_processes: 2           # optional: `accelerate launch --num_processes 2`
-        args: {ddp_backend: gloo}  # extra CLI flags; "{pretrain}" in a value expands to that stage's folder;
-                                   # a list of plain values becomes several words (--tasks choice ner), a
-                                   # mapping or a list of mappings one JSON word (--datasets '[{...}]')
-        done_file: metrics.json    # optional: the file whose presence marks the stage finished
-
-Each stage is printed (shlex-quoted) and run as ``python recipes/R.py --config C --output_dir D ...`` or
-``accelerate launch [--config_file X] [--num_processes N] recipes/R.py ...``; ``python`` and
-``accelerate launch`` are run with the interpreter that runs the pipeline (``sys.executable`` and
-``sys.executable -m accelerate.commands.launch``) so a virtual environment need not be activated.
+The YAML is :mod:`chimed_trl.pipeline.config`'s. Each stage is printed (shlex-quoted) and run as
+``python -m chimed_trl.stages.<stage> --config C --output_dir D ...`` or ``accelerate launch [--config_file X]
+[--num_processes N] -m chimed_trl.stages.<stage> ...`` (a recipe of the user's own: ``recipes/R.py`` instead), so an
+installed package runs its own pipeline from any working directory; ``python`` and ``accelerate launch`` are run
+with the interpreter that runs the pipeline (``sys.executable`` and ``sys.executable -m
+accelerate.commands.launch``) so a virtual environment need not be activated.
 Its output goes to ``logs/<stage>.log`` (also to the terminal with ``--verbose``); the terminal shows one
 status line per stage. A non-zero exit ends the pipeline with one line naming the stage and its log.
 
-Rerunning skips every stage whose ``metrics.json`` exists (the recipes' contract: written last, only
-when the stage completed). A stage that stopped half-way is simply run again: the recipes resume from
+Rerunning skips every stage whose ``metrics.json`` exists (the stages' contract: written last, only
+when the stage completed). A stage that stopped half-way is simply run again: the stages resume from
 their last checkpoint. ``--from STAGE`` reruns that stage and every later one: their previous folders are
 *moved aside* to ``<output_dir>/.previous/<timestamp>/<stage>`` (never deleted, never overwritten in place),
 so a user who wants them back still has them. The runner writes only inside ``output_dir``, and refuses an
 existing non-empty ``output_dir`` that it did not create (it marks its own with ``pipeline_state.json``).
-After the stages, ``report.md`` / ``report.json`` / charts are written (:mod:`chimed_trl.pipeline_report`).
+After the stages, ``report.md`` / ``report.json`` / charts are written (:mod:`chimed_trl.reporting.pipeline`).
 """
 
 from __future__ import annotations
@@ -40,162 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chimed_trl.child import wrap
-from chimed_trl.cli import read_yaml_config
 from chimed_trl.errors import UserError
-from chimed_trl.runs import RunLock, is_secret_key, looks_like_secret, write_json
+from chimed_trl.pipeline.config import DONE_FILE, PLACEHOLDER, TINY, Pipeline, Stage, load_pipeline
+from chimed_trl.runs import RunLock, write_json
 
 STATE_FILE = "pipeline_state.json"
-TINY = "tiny"
-DONE_FILE = "metrics.json"
-TINY_DONE_FILE = "tiny_build.json"  # the tiny builder's own marker, written last
-PIPELINE_KEYS = {"output_dir", "tiny", "stages"}
-STAGE_KEYS = {"name", "recipe", "config", "accelerate_config", "num_processes", "from", "args", "done_file"}
-NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_-]+)\}")
-
-
-@dataclass
-class Stage:
-    name: str
-    recipe: str
-    config: str | None = None
-    accelerate_config: str | None = None
-    num_processes: int | None = None
-    model_from: str | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    done_file: str = DONE_FILE
-
-    @property
-    def script(self) -> str:
-        return f"recipes/{self.recipe}.py"
-
-
-@dataclass
-class Pipeline:
-    path: Path
-    output_dir: Path
-    stages: list[Stage]  # stage zero (the tiny base) first when the YAML asks for it
-
-    def stage_dir(self, name: str) -> Path:
-        return self.output_dir / name
-
-    def names(self) -> list[str]:
-        return [s.name for s in self.stages]
-
-
-# ---------------------------------------------------------------- loading and validation
-
-
-def _fail(path: Path, where: str, msg: str):
-    raise UserError(f"{path}: {where}: {msg}")
-
-
-def _placeholders(value: Any) -> set[str]:
-    if isinstance(value, str):
-        return set(PLACEHOLDER.findall(value))
-    if isinstance(value, dict):
-        return set().union(set(), *(_placeholders(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(set(), *(_placeholders(v) for v in value))
-    return set()
-
-
-def _parse_stage(path: Path, i: int, raw: Any, earlier: list[str]) -> Stage:
-    where = f"stages[{i}]"
-    if not isinstance(raw, dict):
-        _fail(path, where, f"expected a mapping with name, recipe, config; got {type(raw).__name__}")
-    name = raw.get("name")
-    where = f"stages[{i}] ({name})" if name else where
-    unknown = sorted(set(raw) - STAGE_KEYS)
-    if unknown:
-        _fail(path, where, f"unknown key(s) {unknown}; allowed: {sorted(STAGE_KEYS)}")
-    for key in ("name", "recipe"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            _fail(path, where, f"'{key}' is required (a string)")
-    if not NAME.match(name) or name == TINY:
-        _fail(path, where, f"name {name!r} must use letters, digits, _ or - and not be {TINY!r} (stage zero)")
-    if name in earlier:
-        _fail(path, where, f"duplicate stage name {name!r}")
-    if not NAME.match(raw["recipe"]):
-        _fail(path, where, f"recipe {raw['recipe']!r} must name a script in recipes/ without .py")
-    model_from = raw.get("from")
-    if model_from is not None and model_from not in earlier:
-        _fail(path, where, f"from: {model_from!r} is not an earlier stage (earlier: {earlier or 'none'})")
-    args = raw.get("args") or {}
-    if not isinstance(args, dict):
-        _fail(path, where, "args must be a mapping of flag: value")
-    reserved = {"config", "output_dir"} & set(args)
-    if reserved:
-        _fail(path, where, f"args must not set {sorted(reserved)}: the runner sets them")
-    secrets = sorted(
-        k for k, v in args.items() if is_secret_key(k) or (str(k).endswith("_env") and looks_like_secret(v))
-    )
-    if secrets:  # the command line is printed, logged and kept in pipeline_state.json
-        _fail(path, where, f"args must not carry secrets ({secrets}): export them instead (e.g. HF_TOKEN)")
-    if model_from is not None and "model_name_or_path" in args:
-        _fail(path, where, "give either from: or args.model_name_or_path, not both")
-    missing = sorted(_placeholders(args) - set(earlier))
-    if missing:
-        _fail(path, where, f"args refer to {['{' + m + '}' for m in missing]}, which are not earlier stages")
-    num = raw.get("num_processes")
-    if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num < 1):
-        _fail(path, where, f"num_processes must be a positive integer, got {num!r}")
-    for key in ("config", "accelerate_config", "done_file"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            _fail(path, where, f"{key} must be a path string")
-    if raw.get("config") is None:
-        _fail(path, where, "'config' is required (the recipe's YAML)")
-    return Stage(
-        name=name,
-        recipe=raw["recipe"],
-        config=raw["config"],
-        accelerate_config=raw.get("accelerate_config"),
-        num_processes=num,
-        model_from=model_from,
-        args=args,
-        done_file=raw.get("done_file") or DONE_FILE,
-    )
-
-
-def load_pipeline(path: str | os.PathLike, output_dir: str | None = None) -> Pipeline:
-    """Parse and check a pipeline YAML; every mistake is one :class:`UserError` line naming file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: pipeline config not found")
-    raw = read_yaml_config(str(path))
-    if not raw:
-        raise UserError(f"{path}: expected a mapping with output_dir and stages")
-    unknown = sorted(set(raw) - PIPELINE_KEYS)
-    if unknown:
-        _fail(path, "top level", f"unknown key(s) {unknown}; allowed: {sorted(PIPELINE_KEYS)}")
-    out = output_dir or raw.get("output_dir")
-    if not out or not isinstance(out, str):
-        _fail(path, "output_dir", "required (or pass --output_dir)")
-    stages_raw = raw.get("stages")
-    if not isinstance(stages_raw, list) or not stages_raw:
-        _fail(path, "stages", "required: a non-empty list of stages")
-    stages: list[Stage] = []
-    tiny = raw.get("tiny")
-    if tiny is not None:
-        if tiny is True:
-            tiny = {}
-        if not isinstance(tiny, dict) or set(tiny) - {"seed"}:
-            _fail(path, "tiny", "expected {seed: INT} (or true) to build the tiny base as stage zero")
-        seed = int(tiny.get("seed", 0))
-        stages.append(Stage(name=TINY, recipe=TINY, args={"seed": seed}, done_file=TINY_DONE_FILE))
-    for i, item in enumerate(stages_raw):
-        stages.append(_parse_stage(path, i, item, [s.name for s in stages]))
-    return Pipeline(path=path, output_dir=Path(out), stages=stages)
 
 
 # ---------------------------------------------------------------- commands
@@ -232,7 +75,8 @@ def stage_command(pipe: Pipeline, stage: Stage) -> list[str]:
             cmd += ["--num_processes", str(stage.num_processes)]
     else:
         cmd = ["python"]
-    cmd += [stage.script, "--config", stage.config, "--output_dir", out]
+    cmd += ["-m", stage.module] if stage.module else [stage.script]
+    cmd += ["--config", stage.config, "--output_dir", out]
     if stage.model_from:
         cmd += ["--model_name_or_path", str(pipe.stage_dir(stage.model_from))]
     for flag, value in stage.args.items():
@@ -364,7 +208,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def check_files(pipe: Pipeline) -> list[str]:
-    """Recipes, configs and accelerate configs the stages name that do not exist (relative to the cwd)."""
+    """Recipe scripts of the user's own, configs and accelerate configs the stages name that do not exist (relative
+    to the cwd); the package's stages are modules and need no file."""
     missing = []
     for s in pipe.stages:
         if s.name == TINY:
@@ -434,7 +279,7 @@ def _run_steps(pipe: Pipeline, steps: list[tuple[Stage, bool]], state: dict, sta
         state["stages"][stage.name] = {**record, "status": "finished", "finished_at": time.strftime("%F %T")}
         write_json(pipe.output_dir / STATE_FILE, state)
         print(f"{prefix}: done in {wall:.1f} s{_summary(pipe, stage)}", flush=True)
-    from chimed_trl.pipeline_report import write_report
+    from chimed_trl.reporting.pipeline import write_report
 
     report = write_report(pipe, state)
     print(f"pipeline finished in {time.time() - pipeline_start:.1f} s; report: {report}")

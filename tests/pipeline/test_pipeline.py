@@ -19,7 +19,7 @@ import yaml
 
 from chimed_trl import pipeline
 
-from .conftest import REPO
+from ..conftest import REPO
 
 PROBE = r"""
 import json, os, pathlib, sys
@@ -92,18 +92,18 @@ def test_dry_run_prints_the_full_regime_commands(capsys, tmp_path):
     o = str(out)
     expected = [
         ["python", "-m", "chimed_trl.tiny", f"{o}/tiny", "--seed", "0"],
-        ["python", "recipes/pretrain.py", "--config", "recipes/tiny/pretrain.yaml", "--output_dir", f"{o}/pretrain",
+        ["python", "-m", "chimed_trl.stages.pretrain", "--config", "recipes/tiny/pretrain.yaml", "--output_dir", f"{o}/pretrain",
          "--model_name_or_path", f"{o}/tiny", "--build_tiny_model", "false"],
-        ["python", "recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--output_dir", f"{o}/sft",
+        ["python", "-m", "chimed_trl.stages.sft", "--config", "recipes/tiny/sft.yaml", "--output_dir", f"{o}/sft",
          "--model_name_or_path", f"{o}/pretrain", "--build_tiny_model", "false"],
-        ["python", "recipes/augment_rewards.py", "--config", "recipes/tiny/augment.yaml", "--output_dir",
+        ["python", "-m", "chimed_trl.stages.augment", "--config", "recipes/tiny/augment.yaml", "--output_dir",
          f"{o}/augment", "--responder_model", f"strong={o}/sft", f"weak={o}/pretrain"],
-        ["python", "recipes/reward.py", "--config", "recipes/tiny/reward.yaml", "--output_dir", f"{o}/reward",
+        ["python", "-m", "chimed_trl.stages.reward", "--config", "recipes/tiny/reward.yaml", "--output_dir", f"{o}/reward",
          "--model_name_or_path", f"{o}/sft", "--datasets", [{"formatter": "ranked", "path": f"{o}/augment/ranked.jsonl"}]],
-        ["python", "recipes/rejection_sampling.py", "--config", "recipes/tiny/rejection_sampling.yaml", "--output_dir",
+        ["python", "-m", "chimed_trl.stages.rejection_sampling", "--config", "recipes/tiny/rejection_sampling.yaml", "--output_dir",
          f"{o}/rs", "--model_name_or_path", f"{o}/sft", "--reward_model_path", f"{o}/reward", "--num_rounds", "2"],
     ] + [
-        ["python", "recipes/evaluate.py", "--config", "recipes/tiny/evaluate.yaml", "--output_dir", f"{o}/eval_{who}",
+        ["python", "-m", "chimed_trl.stages.evaluate", "--config", "recipes/tiny/evaluate.yaml", "--output_dir", f"{o}/eval_{who}",
          "--model_name_or_path", f"{o}/{src}", "--build_tiny_model", "false"]
         for who, src in (("base", "tiny"), ("sft", "sft"), ("rs", "rs"))
     ]  # fmt: skip
@@ -123,9 +123,9 @@ def test_demo_is_the_pipeline_on_the_tiny_config(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
-    scripts = [shlex.split(c)[1] for c in commands]
-    assert scripts == ["-m"] + [f"recipes/{r}.py" for r in
-                                ("pretrain", "sft", "augment_rewards", "reward", "rejection_sampling")] + ["recipes/evaluate.py"] * 3  # fmt: skip
+    modules = [shlex.split(c)[2] for c in commands]
+    assert modules == ["chimed_trl.tiny"] + [f"chimed_trl.stages.{r}" for r in
+                                             ("pretrain", "sft", "augment", "reward", "rejection_sampling")] + ["chimed_trl.stages.evaluate"] * 3  # fmt: skip
     assert "for stage in" not in (REPO / "chimed_trl/demo.py").read_text()
 
 
@@ -137,7 +137,8 @@ def test_accelerate_stage_command_and_executable():
                            num_processes=2, args={"ddp_backend": "gloo"})  # fmt: skip
     cmd = pipeline.stage_command(pipe, stage)
     assert cmd == ["accelerate", "launch", "--config_file", "accelerate_configs/cpu_2proc.yaml", "--num_processes",
-                   "2", "recipes/sft.py", "--config", "c.yaml", "--output_dir", "out/sft", "--ddp_backend", "gloo"]  # fmt: skip
+                   "2", "-m", "chimed_trl.stages.sft", "--config", "c.yaml", "--output_dir", "out/sft", "--ddp_backend",
+                   "gloo"]  # fmt: skip
     assert pipeline.executable(cmd)[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert pipeline.executable(cmd)[3:] == cmd[2:]
 
@@ -150,7 +151,7 @@ def test_accelerate_stage_really_launches_two_processes(checkout):
     # so a multi-process stage silently runs once. The launch is real: torchrun starts 2 ranks.
     import socket
 
-    from .conftest import PORT_TAKEN
+    from ..conftest import PORT_TAKEN
 
     config = yaml.safe_load((REPO / "accelerate_configs/cpu_2proc.yaml").read_text())
     path = write_pipeline(
@@ -291,11 +292,28 @@ def test_bad_yaml_is_one_line(checkout, capsys, case):
 
 
 def test_missing_recipe_fails_before_any_stage(checkout, capsys):
-    # Bug caught: running stages 1..k and only then discovering that stage k+1's recipe does not exist.
-    path = write_pipeline(checkout, [THREE[0], {"name": "rm", "recipe": "reward", "config": "cfg.yaml", "from": "a"}])
+    # Bug caught: running stages 1..k and only then discovering that stage k+1's recipe (a script of the user's own:
+    # not one of the package's stages) does not exist.
+    path = write_pipeline(
+        checkout, [THREE[0], {"name": "rm", "recipe": "my_reward", "config": "cfg.yaml", "from": "a"}]
+    )
     assert pipeline.main(["--config", str(path)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {path}: stage rm: recipe recipes/reward.py not found"
+    assert capsys.readouterr().err.strip() == f"error: {path}: stage rm: recipe recipes/my_reward.py not found"
     assert calls(checkout) == []
+
+
+def test_package_stages_run_from_any_working_directory(tmp_path, monkeypatch):
+    # Bug caught: the runner running `recipes/<recipe>.py` relative to the working directory, so an installed
+    # package (or a run started outside the checkout) cannot run its own pipeline: a package stage needs no file.
+    monkeypatch.chdir(tmp_path)  # no recipes/ here
+    (tmp_path / "c.yaml").write_text("{}\n")
+    stages = [{"name": n, "recipe": r, "config": "c.yaml"} for n, r in (("s", "sft"), ("a", "augment_rewards"))]
+    pipe = pipeline.load_pipeline(write_pipeline(tmp_path, stages))
+    assert pipeline.check_files(pipe) == []
+    assert [pipeline.stage_command(pipe, s)[1:3] for s in pipe.stages] == [
+        ["-m", "chimed_trl.stages.sft"],
+        ["-m", "chimed_trl.stages.augment"],
+    ]
 
 
 def test_cli_error_exit_code(checkout):
@@ -320,14 +338,14 @@ def _stage_files(out: Path) -> None:
     (pre / "checkpoint-3/trainer_state.json").write_text(json.dumps({"log_history": history}))
     rm = out / "reward"
     rm.mkdir()
-    # training-set figures first (as a trainer logs them), held-out ones under eval: the report must show eval
-    rm_metrics = {"pairwise_accuracy": 0.99, "mean_reward_rank_0": 9.0,
-                  "eval": {"pairwise_accuracy": 0.75, "mean_reward_rank_0": 1.5, "mean_reward_rank_1": 0.5,
-                           "mean_reward_rank_2": -0.25}}  # fmt: skip
+    # the keys the reward stage writes: training-set figures under train, held-out ones under eval (shown)
+    rm_metrics = {"train": {"pairwise_accuracy": 0.99, "reward_rank_0": 9.0},
+                  "eval": {"pairwise_accuracy": 0.75, "reward_rank_0": 1.5, "reward_rank_1": 0.5,
+                           "reward_rank_2": -0.25, "reward_source_human": 3.0}}  # fmt: skip
     (rm / "metrics.json").write_text(json.dumps(rm_metrics))
     for r, (mean, kept) in enumerate([(0.1, 0.4), (0.3, 0.6)]):
         (out / f"rs/round_{r}").mkdir(parents=True)
-        stats = {"reward": {"mean": mean, "min": -1, "max": 1}, "kept": {"reward": {"mean": kept}}}
+        stats = {"reward_mean": mean, "reward_min": -1, "reward_max": 1, "kept_reward_mean": kept}  # round_stats' keys
         (out / f"rs/round_{r}/stats.json").write_text(json.dumps(stats))
     for name, acc, f1 in (("eval_base", 0.25, 0.0), ("eval_sft", 0.5, 0.125)):
         (out / name).mkdir()
@@ -344,7 +362,7 @@ def test_report_sections_from_stage_outputs(tmp_path):
     # train accuracy shown as held-out, reward-by-rank positions shuffled, RS rounds mixed with kept-only
     # figures, evaluation columns misaligned between policies, a missing stage raising instead of being
     # left out. Expected values are the hand-written inputs above.
-    from chimed_trl.pipeline_report import write_report
+    from chimed_trl.reporting.pipeline import write_report
 
     out = tmp_path / "run"
     _stage_files(out)
@@ -377,7 +395,7 @@ def test_report_sections_from_stage_outputs(tmp_path):
 
 def test_report_without_optional_stages(tmp_path):
     # Bug caught: the report failing (KeyError) when only the core stages ran.
-    from chimed_trl.pipeline_report import write_report
+    from chimed_trl.reporting.pipeline import write_report
 
     out = tmp_path / "run"
     out.mkdir()
@@ -455,7 +473,7 @@ def test_core_pipeline_end_to_end(tmp_path):
     weights = (out / "sft/model.safetensors").stat().st_mtime_ns
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("skipped") == 5 and "python recipes/" not in again.stdout
+    assert again.stdout.count("skipped") == 5 and "-m chimed_trl.stages." not in again.stdout
     assert (out / "sft/model.safetensors").stat().st_mtime_ns == weights
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from chimed_trl.ablation_report import AblationReportArguments, build_report, curve, first_step_at
 from chimed_trl.errors import UserError
+from chimed_trl.stages.ablation_report import AblationReportArguments, build_report, curve, first_step_at
 
 
 def reward_run(path, ids, history):
