@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chimed_trl.bundled import bundled_path
 from chimed_trl.cli import read_yaml_config
 from chimed_trl.errors import UserError
 from chimed_trl.runs import is_secret_key, looks_like_secret
@@ -142,8 +143,8 @@ def _parse_stage(path: Path, i: int, raw: Any, earlier: list[str]) -> Stage:
     return Stage(
         name=name,
         recipe=raw["recipe"],
-        config=raw["config"],
-        accelerate_config=raw.get("accelerate_config"),
+        config=_shipped(raw["config"]),
+        accelerate_config=_shipped(raw.get("accelerate_config")),
         num_processes=num,
         model_from=model_from,
         args=args,
@@ -151,9 +152,14 @@ def _parse_stage(path: Path, i: int, raw: Any, earlier: list[str]) -> Stage:
     )
 
 
+def _shipped(path: str | None) -> str | None:
+    """A config path as given, or the package's shipped copy when the working directory has no such file."""
+    return None if path is None else str(bundled_path(path))
+
+
 def load_pipeline(path: str | os.PathLike, output_dir: str | None = None) -> Pipeline:
     """Parse and check a pipeline YAML; every mistake is one :class:`UserError` line naming file and key."""
-    path = Path(path)
+    path = bundled_path(path)
     if not path.is_file():
         raise UserError(f"{path}: pipeline config not found")
     raw = read_yaml_config(str(path))
