@@ -15,7 +15,7 @@ _EXPORTS = {
     "ListwiseRewardTrainer": "chimed_trl.trainers",
     "RewardScriptArguments": "chimed_trl.stages.reward",
     "train_reward": "chimed_trl.stages.reward",
-    "merge_adapter": "chimed_trl.merge",
+    "merge_adapter": "chimed_trl.modeling.merge",
     "ChimedScriptArguments": "chimed_trl.configs",
     "RejectionSamplingConfig": "chimed_trl.trainers",
     "RejectionSamplingTrainer": "chimed_trl.trainers",
@@ -27,8 +27,8 @@ _EXPORTS = {
     "load_records": "chimed_trl.data.sources",
     "build_tiny": "chimed_trl.tiny",
     "get_chat_template": "chimed_trl.templates",
-    "load_model": "chimed_trl.models",
-    "load_tokenizer": "chimed_trl.models",
+    "load_model": "chimed_trl.modeling.load",
+    "load_tokenizer": "chimed_trl.modeling.load",
     "train_lm": "chimed_trl.stages.lm",
 }
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from chimed_trl.errors import UserError
-from chimed_trl.runs import write_atomic
+from chimed_trl.runfiles import write_atomic
 
 logger = logging.getLogger(__name__)
 

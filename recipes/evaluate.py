@@ -3,7 +3,7 @@
 python recipes/evaluate.py --config recipes/tiny/evaluate.yaml
 
 The model is described by the same keys as training (``model_name_or_path``, ``dtype``,
-``attn_implementation``, quantisation, RoPE scaling) and loaded by ``chimed_trl.models``.
+``attn_implementation``, quantisation, RoPE scaling) and loaded by ``chimed_trl.modeling.load``.
 Writes ``report.md``/``report.json``, ``tasks/<task>.json`` as tasks finish, and ``metrics.json`` last.
 """
 

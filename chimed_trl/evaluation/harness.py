@@ -22,7 +22,7 @@ from chimed_trl.errors import UserError
 from chimed_trl.evaluation import attitude_scales, choice, ner
 from chimed_trl.evaluation.config import TASK_DATASETS, EvalArguments
 from chimed_trl.evaluation.text_metrics import pair_rouge_l, paper_compat_empty_pairs, text_scores
-from chimed_trl.runs import write_atomic
+from chimed_trl.runfiles import write_atomic
 
 logger = logging.getLogger(__name__)
 

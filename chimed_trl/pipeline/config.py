@@ -30,7 +30,7 @@ from typing import Any
 from chimed_trl.bundled import bundled_path
 from chimed_trl.cli import read_yaml_config
 from chimed_trl.errors import UserError
-from chimed_trl.runs import is_secret_key, looks_like_secret
+from chimed_trl.runfiles import is_secret_key, looks_like_secret
 
 TINY = "tiny"
 DONE_FILE = "metrics.json"

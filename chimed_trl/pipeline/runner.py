@@ -36,7 +36,8 @@ from typing import Any
 from chimed_trl.child import wrap
 from chimed_trl.errors import UserError
 from chimed_trl.pipeline.config import DONE_FILE, PLACEHOLDER, TINY, Pipeline, Stage, load_pipeline
-from chimed_trl.runs import RunLock, write_json
+from chimed_trl.rundir import RunLock
+from chimed_trl.runfiles import write_json
 
 STATE_FILE = "pipeline_state.json"
 

@@ -17,7 +17,7 @@ from chimed_trl.reporting.paper import (
     dialogue_reference,
     ner_reference,
 )
-from chimed_trl.runs import write_atomic, write_json
+from chimed_trl.runfiles import write_atomic, write_json
 
 # Bulky per-record lists go to their own files, not into report.json.
 DETAIL_KEYS = ("predictions", "outputs", "answers", "items")

@@ -23,7 +23,7 @@ from typing import Any
 from chimed_trl.reporting.charts import bars, pyplot, save
 from chimed_trl.reporting.markdown import table
 from chimed_trl.reporting.paper import paper_reference, published_scores, reference_table
-from chimed_trl.runs import write_atomic, write_json
+from chimed_trl.runfiles import write_atomic, write_json
 
 
 def _load(path: Path) -> Any:

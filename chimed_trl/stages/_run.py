@@ -1,6 +1,6 @@
 """What every stage driver does around its own work: logging set-up, ``train.log``, and :func:`guarded_run`.
 
-:func:`guarded_run` is the bookkeeping of a stage run (claim the output directory under :mod:`chimed_trl.runs`,
+:func:`guarded_run` is the bookkeeping of a stage run (claim the output directory under :mod:`chimed_trl.rundir`,
 hold its lock, write ``resolved_config.yaml``, resume, clean up after a refusal); :func:`run_stage` adds the
 log set-up and moves secrets out of the arguments first. The drivers in this package (``lm``, ``reward``,
 ``rejection_sampling``, ``ablation_report``) call one of the two.
@@ -17,17 +17,14 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 
 from chimed_trl.errors import UserError
-from chimed_trl.runs import (
+from chimed_trl.rundir import (
     BOOKKEEPING_FILES,
-    METRICS_FILE,
     RESUME_NEUTRAL_KEYS,
     FinishedRun,
-    move_secrets_to_env,
     prepare_output_dir,
     remove_if_only_ours,
-    resolve_config,
-    write_resolved_config,
 )
+from chimed_trl.runfiles import METRICS_FILE, move_secrets_to_env, resolve_config, write_resolved_config
 
 logger = logging.getLogger(__name__)
 TRAIN_LOG = "train.log"

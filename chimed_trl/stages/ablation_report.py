@@ -23,7 +23,7 @@ from pathlib import Path
 from chimed_trl.errors import UserError
 from chimed_trl.reporting.ablation import PAPER_OVERFIT, chart, render
 from chimed_trl.reporting.paper import published_figure
-from chimed_trl.runs import METRICS_FILE, write_atomic, write_json
+from chimed_trl.runfiles import METRICS_FILE, write_atomic, write_json
 
 HELDOUT_ACCURACY = "eval_heldout_pairwise_accuracy"
 TRAIN_ACCURACY = "eval_train_sample_pairwise_accuracy"

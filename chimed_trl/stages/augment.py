@@ -139,9 +139,10 @@ class AugmentArguments:
 
 # ---------------------------------------------------------------- output files
 def claim_output_dir(args: AugmentArguments, resolved: dict):
-    """The run-directory contract (:func:`chimed_trl.runs.prepare_output_dir`, lock held), then the resume
+    """The run-directory contract (:func:`chimed_trl.rundir.prepare_output_dir`, lock held), then the resume
     check: the responders, positions and policies that wrote ``ranked.jsonl`` must be this run's."""
-    from chimed_trl.runs import RESUME_NEUTRAL_KEYS, prepare_output_dir, write_json
+    from chimed_trl.rundir import RESUME_NEUTRAL_KEYS, prepare_output_dir
+    from chimed_trl.runfiles import write_json
 
     neutral = RESUME_NEUTRAL_KEYS | REQUEST_KEYS
     claim = prepare_output_dir(args.output_dir, resolved, args.overwrite_output_dir, lock=True, neutral=neutral)
@@ -318,18 +319,11 @@ def file_summary(out: Path) -> dict:
 def augment_rankings(args: AugmentArguments) -> dict:
     """Augment every input list with the responders' answers; returns (and writes last) ``metrics.json``.
 
-    The output directory follows :mod:`chimed_trl.runs`: a finished run with the same settings is left alone
+    The output directory follows :mod:`chimed_trl.rundir`: a finished run with the same settings is left alone
     (its metrics returned), ``overwrite_output_dir`` moves an old run to ``.previous/<time>/``, a directory
     this package did not create is refused whatever the flags say."""
-    from chimed_trl.runs import (
-        BOOKKEEPING_FILES,
-        METRICS_FILE,
-        FinishedRun,
-        remove_if_only_ours,
-        resolve_config,
-        write_json,
-        write_resolved_config,
-    )
+    from chimed_trl.rundir import BOOKKEEPING_FILES, FinishedRun, remove_if_only_ours
+    from chimed_trl.runfiles import METRICS_FILE, resolve_config, write_json, write_resolved_config
 
     args.validate()
     start = time.time()

@@ -21,7 +21,7 @@ from chimed_trl.data.augment import with_system
 from chimed_trl.errors import UserError, json_problem
 from chimed_trl.generation.base import SamplingParams
 from chimed_trl.generation.openai_backend import OpenAIGenerator, Request
-from chimed_trl.runs import api_key_from_env, check_env_name
+from chimed_trl.runfiles import api_key_from_env, check_env_name
 
 if TYPE_CHECKING:
     from chimed_trl.stages.augment import AugmentArguments
@@ -223,6 +223,7 @@ class LocalResponder:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from chimed_trl.generation import TransformersGenerator
+        from chimed_trl.modeling.load import ensure_pad_token
         from chimed_trl.templates import get_chat_template
 
         self.config, self.stats = config, ResponderStats()
@@ -235,8 +236,7 @@ class LocalResponder:
             raise UserError(f"responder {config.name!r}: cannot load model {config.model!r}: {one_line(e)}") from None
         if config.chat_template:
             tokenizer.chat_template = get_chat_template(config.chat_template)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         if torch.cuda.is_available():
             model = model.to("cuda")
         self.tokenizer = tokenizer

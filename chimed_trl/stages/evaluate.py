@@ -3,7 +3,7 @@
     python -m chimed_trl.stages.evaluate --config recipes/tiny/evaluate.yaml      # = python recipes/evaluate.py ...
 
 Pre-flight (adapter, API server) before the output directory is claimed; the directory follows
-:mod:`chimed_trl.runs` (foreign files refused, a different config refused naming the keys, ``overwrite_output_dir``
+:mod:`chimed_trl.rundir` (foreign files refused, a different config refused naming the keys, ``overwrite_output_dir``
 moves the old run to ``.previous/<time>/``). Tasks and metrics are :mod:`chimed_trl.evaluation.harness`'s; each task's
 result is written to ``tasks/<task>.json`` and ``items/<task>.jsonl`` as soon as it finishes, so a rerun of the same
 command continues with the rest. ``resolved_config.yaml`` is written first, ``report.md``/``report.json`` at the end
@@ -26,19 +26,17 @@ from chimed_trl.errors import UserError
 from chimed_trl.evaluation.config import EvalArguments
 from chimed_trl.evaluation.harness import check_task_data, run_task, write_items
 from chimed_trl.reporting import evaluation as report
-from chimed_trl.runs import (
+from chimed_trl.rundir import (
     PREVIOUS_DIR,
     Claim,
     RunLock,
-    check_env_name,
     check_output_dir,
     move_run_aside,
     read_resolved_config,
     recipe_of,
     remove_if_only_ours,
-    save_resolved_config,
-    write_json,
 )
+from chimed_trl.runfiles import check_env_name, save_resolved_config, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +45,10 @@ NOT_RESULT_KEYS = {"output_dir", "overwrite_output_dir", "tasks", "batch_size"}
 
 
 def load_local(args: EvalArguments, model_args: ChimedModelConfig):
-    """Model and tokenizer through :mod:`chimed_trl.models` (the loader training uses), plus an optional adapter."""
+    """Model and tokenizer through :mod:`chimed_trl.modeling.load` (the loader training uses), plus an optional adapter."""
     import torch
 
-    from chimed_trl.models import check_model_source, load_model, load_tokenizer
+    from chimed_trl.modeling.load import check_model_source, load_model, load_tokenizer
     from chimed_trl.tiny import ensure_tiny
 
     if args.build_tiny_model:
@@ -70,7 +68,7 @@ def load_local(args: EvalArguments, model_args: ChimedModelConfig):
 
 def _check_adapter(adapter_path: str) -> None:
     """A local adapter directory must hold adapter_config.json (else peft fails with a traceback after the load)."""
-    from chimed_trl.models import check_model_source
+    from chimed_trl.modeling.load import check_model_source
 
     path = Path(adapter_path).expanduser()
     if path.is_dir() and not (path / "adapter_config.json").is_file():
@@ -79,7 +77,7 @@ def _check_adapter(adapter_path: str) -> None:
 
 
 def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> tuple[Claim, dict]:
-    """Claim ``out`` (:mod:`chimed_trl.runs`: a directory we did not write is refused whatever the flags say,
+    """Claim ``out`` (:mod:`chimed_trl.rundir`: a directory we did not write is refused whatever the flags say,
     the lock is taken) and return the finished tasks of an earlier run of the same config (to skip)."""
     claim = check_output_dir(out)
     saved = read_resolved_config(out)
@@ -117,7 +115,7 @@ def _prepare_output_dir(out: Path, resolved: dict, overwrite: bool) -> tuple[Cla
 
 def _resolved(args: EvalArguments, model_args: ChimedModelConfig) -> dict:
     """The sections ``save_resolved_config`` writes, as they read back from the YAML (to compare with a saved run)."""
-    from chimed_trl.runs import _as_dict, redact
+    from chimed_trl.runfiles import _as_dict, redact
 
     sections = {"eval": args, "model": model_args}
     payload = {name: redact(json.loads(json.dumps(_as_dict(obj), default=str))) for name, obj in sections.items()}

@@ -4,7 +4,7 @@
 BFD packing, loss on every token) or SFT (``stage: sft``: conversations, loss on assistant turns
 only): seed, data, model, trainer, train, save. Each run writes ``resolved_config.yaml``,
 ``data_stats.json``, ``train.log`` and, last, ``metrics.json`` (with the whole loss history) in
-``output_dir``. Rerunning follows :mod:`chimed_trl.runs`: a finished run is left alone, an unfinished
+``output_dir``. Rerunning follows :mod:`chimed_trl.rundir`: a finished run is left alone, an unfinished
 one resumes from its last complete checkpoint (same config only), ``overwrite_output_dir`` starts over.
 :mod:`chimed_trl.stages.pretrain` and :mod:`chimed_trl.stages.sft` are the two stages' entry points.
 """
@@ -23,8 +23,8 @@ from chimed_trl.configs import ChimedModelConfig, ChimedScriptArguments
 from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
 from chimed_trl.errors import ConfigError
-from chimed_trl.models import load_model, load_tokenizer
-from chimed_trl.runs import METRICS_FILE, write_json
+from chimed_trl.modeling.load import load_model, load_tokenizer
+from chimed_trl.runfiles import METRICS_FILE, write_json
 from chimed_trl.stages._run import LogToFile, run_stage
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers import ChimedSFTTrainer

@@ -36,8 +36,8 @@ from chimed_trl.data.heldout import (
 from chimed_trl.data.mixtures import build_mixture
 from chimed_trl.data.sources import resolve
 from chimed_trl.errors import ConfigError, UserError
-from chimed_trl.models import load_model, load_tokenizer
-from chimed_trl.runs import METRICS_FILE, write_json
+from chimed_trl.modeling.load import load_model, load_tokenizer
+from chimed_trl.runfiles import METRICS_FILE, write_json
 from chimed_trl.stages._run import run_stage
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.listwise_reward import ListwiseRewardConfig, ListwiseRewardTrainer
