@@ -96,10 +96,12 @@ class AugmentArguments:
     max_retries: int = field(default=5, metadata={"help": "Retries per request on 429/5xx/timeouts/refused."})
     # deprecated keys, kept so that configs keep parsing: requests go through the package's one OpenAI-compatible
     # client, whose retries back off as the openai client does (0.5 s doubling up to 8 s, jittered; Retry-After wins)
-    backoff_initial_s: float = field(
-        default=1.0, metadata={"help": "Deprecated, ignored (the openai client's backoff)."}
+    backoff_initial_s: float | None = field(
+        default=None, metadata={"help": "Deprecated, ignored (the openai client's backoff)."}
     )
-    backoff_max_s: float = field(default=30.0, metadata={"help": "Deprecated, ignored (the openai client's backoff)."})
+    backoff_max_s: float | None = field(
+        default=None, metadata={"help": "Deprecated, ignored (the openai client's backoff)."}
+    )
     request_timeout_s: float = field(default=120.0, metadata={"help": "Timeout of one endpoint request."})
     empty_answer_policy: str = field(default="drop_record", metadata={"help": "drop_record|skip_responder|error"})
     duplicate_answer_policy: str = field(default="drop_record", metadata={"help": "drop_record|skip_responder|error"})
@@ -107,6 +109,9 @@ class AugmentArguments:
     seed: int = 0
 
     def __post_init__(self):
+        for key in ("backoff_initial_s", "backoff_max_s"):
+            if getattr(self, key) is not None:  # said once, never silently dropped
+                logger.warning("%s is deprecated and ignored: retries back off as the openai client does", key)
         self.datasets = parse_sources(self.datasets)
         self.responders = parse_responders(self.responders)
         for assignment in self.responder_model:

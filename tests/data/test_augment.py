@@ -89,7 +89,6 @@ def api(name, base_url, **kw):
 
 
 def args_for(tmp_path, pairs, responders, **kw):
-    kw.setdefault("backoff_initial_s", 0.01)
     return AugmentArguments(
         output_dir=str(tmp_path / "out"),
         datasets=[{"formatter": "cmd_reward", "path": str(pairs)}],

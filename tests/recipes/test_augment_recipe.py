@@ -77,7 +77,7 @@ def test_server_stopped_mid_run_then_resume_completes_the_file(tiny_model_dir, t
         return json.dumps([{"name": "strong", **one, **sampled}])
 
     common = ["--output_dir", str(out), "--limit", str(n), "--batch_size", "1", "--max_concurrency", "1"]
-    common += ["--max_retries", "1", "--backoff_initial_s", "0.05"]
+    common += ["--max_retries", "1"]
 
     with LaunchedServer(command, model=str(tiny_model_dir), ready_timeout=120) as server:
         proc = subprocess.Popen(
