@@ -157,7 +157,9 @@ def two_scores(prompts, completions, **kwargs):
 )  # fmt: skip
 def test_bad_reward_config_is_one_line_naming_the_key(overrides, message, tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match=message) as err:
-        RejectionSamplingTrainer(str(tiny_model_dir), names_department, config(tmp_path / "rs", **overrides), prompts(2))
+        RejectionSamplingTrainer(
+            str(tiny_model_dir), names_department, config(tmp_path / "rs", **overrides), prompts(2)
+        )
     assert "\n" not in str(err.value)
 
 
