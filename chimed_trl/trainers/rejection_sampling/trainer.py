@@ -195,7 +195,7 @@ class RejectionSamplingTrainer(PolicyUpdate, OutputClaim):
             trainer.log({f"rejection_sampling/{k}": v for k, v in stats.items() if isinstance(v, int | float)})
         if self.state.is_main_process:
             if self.args.write_ranked:
-                stats["ranked_records"] = write_ranked(self.round_dir(r) / "ranked.jsonl", self.prompts, lines)
+                stats["ranked_records"] = self.write_ranked(r, lines)
             write_json(self.round_dir(r) / "stats.json", stats)  # last: its presence = round finished
         self.state.wait_for_everyone()
         logger.info("round %d: %s", r, {k: v for k, v in stats.items() if k != "round"})
@@ -306,7 +306,7 @@ class RejectionSamplingTrainer(PolicyUpdate, OutputClaim):
             candidates += [(p, i, "policy", c) for i, c in enumerate(completions[p["id"]])]
             if a.include_reference:
                 candidates.append((p, -1, "reference", Completion(p["reference"])))
-        rewards, per_source = self.score(candidates)
+        rewards, per_source = self.score_candidates(candidates)
         lines = []
         for p in prompts:
             rows = [(c, rw) for c, rw in zip(candidates, rewards) if c[0] is p]
@@ -338,7 +338,11 @@ class RejectionSamplingTrainer(PolicyUpdate, OutputClaim):
         messages = prompt["prompt"] + [{"role": "assistant", "content": answer}]
         return token_count(self.tokenizer, messages, False) > self.args.max_length
 
-    def score(self, candidates: list[tuple]) -> tuple[list[float | None], dict[str, list]]:
+    def score(self, prompts: list, completions: list[str]) -> list[float | None]:
+        """The combined reward of each (prompt, answer)."""
+        return self.reward(prompts, completions)[0] if completions else []
+
+    def score_candidates(self, candidates: list[tuple]) -> tuple[list[float | None], dict[str, list]]:
         """The combined reward of each ``(prompt, sample, source, Completion)``, and each source's values."""
         if not candidates:
             return [], {}
@@ -358,6 +362,9 @@ class RejectionSamplingTrainer(PolicyUpdate, OutputClaim):
         )  # fmt: skip
 
     # ----- outputs ---------------------------------------------------------------------------------
+    def write_ranked(self, r: int, lines: list[dict]) -> int:
+        return write_ranked(self.round_dir(r) / "ranked.jsonl", self.prompts, lines)
+
     def _finish(self) -> dict:
         if self.state.is_main_process:
             final = self.round_dir(self.args.num_rounds - 1) / "policy"
