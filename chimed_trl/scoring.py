@@ -219,10 +219,11 @@ class CombinedReward:
     ``None`` where no source has one. ``per_source`` maps each source's name to its values (``None`` kept).
     """
 
-    def __init__(self, scorer=None, scorer_name: str = "reward_model", funcs=(), weights=None, ids=None):
+    def __init__(self, scorer=None, scorer_name: str = "reward_model", funcs=(), weights=None, ids=None, label=None):
         specs = list(funcs or [])
         self.funcs = [import_reward_func(f, f"reward_funcs[{i}]") for i, f in enumerate(specs)]
         self.scorer, self.tokenizer = scorer, ids  # ids: the policy tokenizer, for TRL's completion_ids
+        self.label = label or scorer_name  # how errors name the reward model (its path or function name)
         names = ([scorer_name] if scorer is not None else []) + [callable_name(f) for f in self.funcs]
         if not names:
             raise UserError("no reward: give reward_model_path (a reward-model directory), a reward function or "
@@ -240,7 +241,7 @@ class CombinedReward:
     def __call__(self, prompts: list, texts: list[str], **columns) -> tuple[list[float | None], dict[str, list]]:
         values = []
         if self.scorer is not None:
-            values.append(check_scores(self.scorer(prompts, texts), len(texts), f"reward {self.names[0]}"))
+            values.append(check_scores(self.scorer(prompts, texts), len(texts), f"reward {self.label}"))
         completions = [[{"role": "assistant", "content": t}] for t in texts]
         if self.funcs and self.tokenizer is not None:
             columns["completion_ids"] = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]

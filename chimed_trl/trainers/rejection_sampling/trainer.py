@@ -160,7 +160,7 @@ class RejectionSamplingTrainer(PolicyUpdate, OutputClaim):
             if hasattr(scorer, "model"):
                 scorer.model.to(a.device)
         self.scorer = scorer
-        self.reward = CombinedReward(scorer, "reward_model", funcs, a.reward_weights, ids=self.tokenizer)
+        self.reward = CombinedReward(scorer, "reward_model", funcs, a.reward_weights, self.tokenizer, self.reward_name)
 
     @property
     def served_model(self) -> str:
