@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,16 +74,13 @@ def test_non_editable_install_runs_from_elsewhere(installed, tmp_path):
     assert '"metrics": true' in proc.stdout and str(target) in proc.stdout
 
 
-@pytest.mark.slow
-def test_installed_demo_runs_from_an_empty_directory_and_learns(installed, tmp_path):
-    """catches: the demo needing the repository (recipes/, samples, accelerate configs) in the working directory,
-    the console command missing from the install, and a regime that runs but does not learn: pre-training and
-    SFT losses fall, the reward model beats chance on held-out lists, rejection sampling raises mean reward."""
+@pytest.fixture(scope="module")
+def installed_demo(installed, tmp_path_factory):
+    """``chimed-trl demo`` of the non-editable install, run once from an empty directory: (work dir, process)."""
     target, env = installed
     command = target / "bin" / "chimed-trl"
     assert command.exists(), sorted(p.name for p in (target / "bin").iterdir())
-    work = tmp_path / "empty"
-    work.mkdir()
+    work = tmp_path_factory.mktemp("empty")
     proc = subprocess.run(
         [sys.executable, str(command), "demo", "--output_dir", "demo"],
         cwd=work,
@@ -91,6 +89,15 @@ def test_installed_demo_runs_from_an_empty_directory_and_learns(installed, tmp_p
         text=True,
         timeout=900,
     )
+    return work, proc
+
+
+@pytest.mark.slow
+def test_installed_demo_runs_from_an_empty_directory_and_learns(installed_demo):
+    """catches: the demo needing the repository (recipes/, samples, accelerate configs) in the working directory,
+    the console command missing from the install, and a regime that runs but does not learn: pre-training and
+    SFT losses fall, the reward model beats chance on held-out lists, rejection sampling raises mean reward."""
+    work, proc = installed_demo
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in work.iterdir()) == ["demo"]  # nothing written beside the output dir
     data = json.loads((work / "demo" / "report.json").read_text())
@@ -101,3 +108,54 @@ def test_installed_demo_runs_from_an_empty_directory_and_learns(installed, tmp_p
     rounds = data["rejection_sampling"]["rounds"]
     assert len(rounds) == 2 and rounds[-1]["mean_reward"] > rounds[0]["mean_reward"]
     assert [e["stage"] for e in data["evaluation"]] == ["eval_base", "eval_sft", "eval_rs"]
+
+
+def _snapshot(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _rerun(capsys, stage_module, argv):
+    from chimed_trl.cli import run_recipe
+
+    capsys.readouterr()
+    try:
+        run_recipe(stage_module.main, stage_module.ARGUMENT_TYPES, argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.slow
+def test_every_stage_leaves_its_finished_run_alone(installed_demo, capsys, monkeypatch):
+    """catches: a stage that retrains, rescores or rewrites a finished run when rerun as-is (or resumes it under
+    changed settings), and a refusal that is not one line naming the changed key. Each stage's own command from
+    the demo is rerun in-process against its finished directory: as-is (exit 0, tree byte-identical), then with
+    one training-relevant setting changed (exit 2, one line naming it, tree byte-identical)."""
+    import importlib
+
+    from chimed_trl.pipeline.config import load_pipeline
+    from chimed_trl.pipeline.runner import stage_command
+
+    work, proc = installed_demo
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.chdir(work)
+    pipe = load_pipeline(REPO / "recipes/tiny/pipeline.yaml", output_dir="demo")
+    checked = []
+    for stage in pipe.stages:
+        if stage.module is None or stage.name == "eval_base":
+            continue  # the tiny build is not a recipe; eval_base is eval_sft's stage on another model
+        argv = stage_command(pipe, stage)
+        argv = argv[argv.index("--config") :]
+        module = importlib.import_module(stage.module)
+        out = pipe.stage_dir(stage.name)
+        before = _snapshot(out)
+        code, err = _rerun(capsys, module, argv)
+        assert code == 0 and _snapshot(out) == before, (stage.name, code, err)
+        code, err = _rerun(capsys, module, [*argv, "--seed", "7"])
+        assert code == 2 and len(err) == 1 and "seed" in err[0], (stage.name, err)
+        assert _snapshot(out) == before, stage.name
+        checked.append(stage.recipe)
+    assert sorted(set(checked)) == sorted(
+        ["pretrain", "sft", "augment_rewards", "reward", "rejection_sampling", "evaluate"]
+    )

@@ -11,7 +11,13 @@ tested here (no GPU); at scale run ``vllm serve`` through :func:`launch_for_mode
 
 from chimed_trl.generation.base import Completion, Generator, Prompt, SamplingParams, as_messages
 from chimed_trl.generation.openai_backend import OpenAIGenerator, check_server, failure_line
-from chimed_trl.generation.server import GenerationServerConfig, LaunchedServer, free_port, launch_for_model
+from chimed_trl.generation.server import (
+    GenerationServerConfig,
+    LaunchedReplicas,
+    LaunchedServer,
+    free_port,
+    launch_for_model,
+)
 from chimed_trl.generation.transformers_backend import SeededSampler, TransformersGenerator
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "failure_line",
     "GenerationServerConfig",
     "Generator",
+    "LaunchedReplicas",
     "LaunchedServer",
     "OpenAIGenerator",
     "Prompt",

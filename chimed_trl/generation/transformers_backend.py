@@ -77,17 +77,29 @@ class SeededSampler(LogitsProcessor):
         self.row_keys = torch.tensor(list(row_keys), dtype=torch.int64)
         self.start: int | None = None
 
-    def uniform(self, step: int, vocab_size: int, device) -> torch.Tensor:
+    def uniform(self, step: int, vocab_size: int, device, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise of each row for every token id (or, per row, for the ids in ``tokens``: the same values)."""
         row = _mix64(self.row_keys.to(device) * _GOLDEN + _mix64(torch.tensor(step + 1, device=device)))
-        token = torch.arange(vocab_size, device=device, dtype=torch.int64) * _GOLDEN
-        bits = _shift_right(_mix64(row[:, None] ^ token[None, :]), 40)  # top 24 bits
+        if tokens is None:
+            tokens = torch.arange(vocab_size, device=device, dtype=torch.int64)[None, :]
+        bits = _shift_right(_mix64(row[:, None] ^ (tokens * _GOLDEN)), 40)  # top 24 bits
         return (bits.float() + 0.5) / float(1 << 24)  # in (0, 1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.start is None:  # steps count from the first new token, whatever the padded prompt length
             self.start = input_ids.shape[1]
-        gumbel = -torch.log(-torch.log(self.uniform(input_ids.shape[1] - self.start, scores.shape[-1], scores.device)))
-        choice = (scores.float() + gumbel).argmax(dim=-1, keepdim=True)
+        step, logits = input_ids.shape[1] - self.start, scores.float()
+        # after top-k / top-p only the candidates are finite; -inf + noise is never the argmax, so the noise
+        # of the candidates alone gives the same draw, at k hashes per row instead of the vocabulary's
+        candidates = int(torch.isfinite(logits).sum(dim=-1).max())
+        if candidates * 4 <= logits.shape[-1]:
+            tokens = logits.topk(candidates, dim=-1).indices
+            gumbel = -torch.log(-torch.log(self.uniform(step, 0, logits.device, tokens)))
+            choice = tokens.gather(1, (logits.gather(1, tokens) + gumbel).argmax(dim=-1, keepdim=True))
+        else:
+            gumbel = -torch.log(-torch.log(self.uniform(step, logits.shape[-1], logits.device)))
+            # a uniform that rounds to 1.0 gives +inf noise: -inf + inf would be NaN, and argmax picks NaN
+            choice = torch.where(logits.isfinite(), logits + gumbel, -torch.inf).argmax(dim=-1, keepdim=True)
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
 

@@ -19,13 +19,9 @@ from trl import get_peft_config
 from chimed_trl.configs import ChimedModelConfig, DatasetsJSON, parse_sources
 from chimed_trl.data.sources import iter_records, resolve
 from chimed_trl.errors import UserError
-from chimed_trl.models import load_tokenizer, model_init_kwargs
-from chimed_trl.runs import (
-    BOOKKEEPING_FILES,
-    move_secrets_to_env,
-    resolve_config,
-    write_json,
-)
+from chimed_trl.modeling.load import load_tokenizer, model_init_kwargs
+from chimed_trl.rundir import BOOKKEEPING_FILES
+from chimed_trl.runfiles import move_secrets_to_env, resolve_config, write_json
 from chimed_trl.stages._run import guarded_run, setup_logging
 from chimed_trl.tiny import ensure_tiny
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig, RejectionSamplingTrainer, check_prompts

@@ -5,7 +5,10 @@ or not), after a fixed ``latency``; ``finish_reason`` is ``length`` when the use
 A user text containing ``FAIL`` gets HTTP 400 (not retried) at once, before the others answer. ``GET /v1/models`` lists ``model``. It counts
 requests and the most requests in flight at once. As a process (``python openai_stub.py --die_after K``) it
 prints its port on the first line (bound to port 0 first: no free-port race) and SIGKILLs itself on its K-th
-request, before answering it: a replica dying mid-round.
+request, before answering it: a replica dying mid-round. Launched through a command template
+(``--port {port} --record DIR/{port}.json``) it binds that port and records its pid, port and
+``CUDA_VISIBLE_DEVICES`` (and one line per request in ``DIR/{port}.json.requests``); ``--fail_on_devices G``
+makes the replica given devices ``G`` exit with code 3 after ``--fail_after`` seconds instead of serving.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class StubServer:
-    def __init__(self, latency=0.0, honours_n=True, model="m", die_after=None, models_status=200):
+    def __init__(self, latency=0.0, honours_n=True, model="m", die_after=None, models_status=200, port=0, record=None):
         self.latency, self.honours_n, self.model, self.die_after = latency, honours_n, model, die_after
         self.models_status = models_status
         self.fail_marker = "FAIL"  # a user text holding it gets HTTP 400; None: the server has recovered
@@ -46,6 +49,9 @@ class StubServer:
                 with stub.lock:
                     stub.requests.append(body)
                     count = len(stub.requests)
+                    if record:
+                        with open(f"{record}.requests", "a") as f:
+                            f.write("1\n")
                     stub.in_flight += 1
                     stub.peak = max(stub.peak, stub.in_flight)
                 if stub.die_after is not None and count >= stub.die_after:
@@ -75,7 +81,7 @@ class StubServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -121,7 +127,21 @@ if __name__ == "__main__":
     parser.add_argument("--die_after", type=int, default=None)
     parser.add_argument("--honours_n", type=int, default=1)
     parser.add_argument("--model", default="m")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--record", default=None)
+    parser.add_argument("--fail_on_devices", default=None)
+    parser.add_argument("--fail_after", type=float, default=0.0)
     options = parser.parse_args()
-    server = StubServer(options.latency, bool(options.honours_n), options.model, options.die_after)
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if options.fail_on_devices is not None and devices == options.fail_on_devices:
+        time.sleep(options.fail_after)
+        sys.exit(3)
+    server = StubServer(
+        options.latency, bool(options.honours_n), options.model, options.die_after, port=options.port,
+        record=options.record,
+    )  # fmt: skip
+    if options.record:
+        with open(options.record, "w") as f:
+            json.dump({"pid": os.getpid(), "port": server.port, "devices": devices}, f)
     print(server.port, flush=True)
     server.httpd.serve_forever()

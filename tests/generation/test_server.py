@@ -1,6 +1,7 @@
 """The launched-server path: a real ``transformers serve`` process (127.0.0.1, tiny model, CPU) and a
 stdlib stand-in that forks a worker, to check readiness, failure reports and process-group stop."""
 
+import json
 import os
 import sys
 import time
@@ -119,3 +120,82 @@ def test_a_port_taken_before_the_server_binds_it_is_retried(tmp_path, monkeypatc
             assert f":{launched.port}/" in launched.base_url
     finally:
         squatter.close()
+
+
+# ----- K replicas (launch mode) ------------------------------------------------------------------------
+STUB = Path(__file__).with_name("openai_stub.py")
+
+
+def stub_command(record_dir, *extra: str) -> str:
+    """The OpenAI stub started through the template; it records its pid, port and CUDA_VISIBLE_DEVICES."""
+    return (
+        f"{sys.executable} {STUB} --model {{model}} --port {{port}} --record {record_dir}/{{port}}.json "
+        + " ".join(extra)
+    )
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "parent, groups",
+    [("4,5,6,7,8,9", ["4,5", "6,7", "8,9"]), (None, ["0,1", "2,3", "4,5"])],
+)
+def test_replicas_get_their_own_port_and_device_group_and_all_stop(parent, groups, tmp_path, monkeypatch):
+    """Three replicas of two devices each, from the parent's CUDA_VISIBLE_DEVICES or from 0..5.
+
+    Bugs caught: two replicas on one port, every replica on all devices (or overlapping groups), groups not
+    taken from the parent's list, a replica left running after stop.
+    """
+    from chimed_trl.generation import LaunchedReplicas
+
+    if parent is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
+    config = {"command": stub_command(tmp_path), "replicas": 3, "gpus_per_replica": 2, "ready_timeout": 60}
+    with LaunchedReplicas(config, tmp_path / "ckpt") as servers:
+        ports = [s.port for s in servers.servers]
+        assert len(set(ports)) == 3 and servers.base_urls == [f"http://127.0.0.1:{p}/v1" for p in ports]
+        seen = [json.loads((tmp_path / f"{p}.json").read_text()) for p in ports]
+        assert [x["devices"] for x in seen] == groups and [x["port"] for x in seen] == ports
+        assert all(s.healthy() for s in servers.servers)
+    assert all(gone(x["pid"]) for x in seen) and not any(s.healthy() for s in servers.servers)
+
+
+def test_a_replica_that_fails_to_start_stops_the_others_in_one_line(tmp_path, monkeypatch):
+    """The replica on devices 2,3 exits after the others are up: all are stopped, one line names the failure.
+
+    Bugs caught: the healthy replicas left running (leaked GPUs), a traceback, a wait for ready_timeout.
+    """
+    from chimed_trl.generation import LaunchedReplicas
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    command = stub_command(tmp_path, "--fail_on_devices 2,3 --fail_after 3")
+    servers = LaunchedReplicas({"command": command, "replicas": 3, "gpus_per_replica": 2}, "m")
+    with pytest.raises(UserError, match=r"a generation server replica failed to start, all 3 stopped: .*exited with "
+                       r"code 3") as err:  # fmt: skip
+        servers.start()
+    assert "Traceback" not in str(err.value)
+    seen = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert sorted(x["devices"] for x in seen) == ["0,1", "4,5"]  # the two that came up
+    assert all(gone(x["pid"]) for x in seen) and all(s.process is None for s in servers.servers)
+
+
+def test_replica_settings_are_checked_in_one_place():
+    """Bugs caught: a group count that does not fit the visible devices found only when a server fails on them."""
+    config = GenerationServerConfig.from_dict({"command": "vllm serve {model} --port {port}", "replicas": 2,
+                                               "gpus_per_replica": 4})  # fmt: skip
+    with pytest.raises(UserError, match=r"replicas=2 x gpus_per_replica=4 needs 8 devices, CUDA_VISIBLE_DEVICES"):
+        config.device_groups("0,1,2,3")
+    assert config.device_groups("0,1,2,3,4,5,6,7,8") == ["0,1,2,3", "4,5,6,7"]
+    one = GenerationServerConfig.from_dict("vllm serve {model} --port {port}")
+    assert one.device_groups("3") == [None] and one.ready_timeout == 900  # one replica: the parent's devices
+    for bad in ({"replicas": 0}, {"gpus_per_replica": "2"}):
+        with pytest.raises(UserError, match=f"generation_server.{next(iter(bad))}="):
+            GenerationServerConfig.from_dict({"command": "x {model} {port}", **bad})

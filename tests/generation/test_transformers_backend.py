@@ -81,6 +81,41 @@ def test_seeded_sampler_draws_from_the_softmax():
     assert torch.allclose(freq, torch.softmax(logits, -1), atol=0.01)  # 3 sigma is ~0.007 at 40k rows
 
 
+def test_seeded_sampler_on_top_k_candidates_draws_what_the_whole_vocabulary_draws():
+    """After top-k only k tokens are finite and only their noise is computed (the speed-up); the draw must be
+    the documented one: argmax over the finite tokens of logit + Gumbel(u), u the row's noise for every token
+    id (``uniform`` over the whole vocabulary), and follow the softmax.
+
+    Bugs caught: noise taken by candidate position instead of token id (samples change with top-k order),
+    the chosen candidate index returned instead of its token id, rows sharing the candidates' noise.
+    """
+    rows, vocab, finite = 20_000, 400, [7, 50, 123, 399]
+    logits = torch.full((vocab,), float("-inf"))
+    logits[finite] = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    sampler = SeededSampler(range(rows))
+    drawn = sampler(torch.zeros(rows, 3, dtype=torch.long), logits.repeat(rows, 1)).argmax(-1)
+    noise = -torch.log(-torch.log(sampler.uniform(0, vocab, "cpu")[:, finite]))
+    expected = torch.tensor(finite)[(logits[finite] + noise).argmax(-1)]
+    assert torch.equal(drawn, expected)
+    freq = torch.bincount(drawn, minlength=vocab).float()[finite] / rows
+    assert torch.allclose(freq, torch.softmax(logits[finite], -1), atol=0.015)
+
+
+def test_seeded_sampler_never_draws_a_filtered_token():
+    """Row key 264107 at step 0 has uniform noise 1.0 for token 22 (found by search): Gumbel noise +inf.
+
+    Bug caught: on the whole-vocabulary path -inf + inf is NaN and argmax picks the NaN, i.e. a token that
+    top-k / top-p had ruled out.
+    """
+    logits = torch.zeros(1, 64)
+    logits[0, 40:] = float("-inf")  # 40 of 64 finite: the whole-vocabulary path
+    logits[0, 22] = float("-inf")
+    sampler = SeededSampler([264107])
+    assert sampler.uniform(0, 64, "cpu")[0, 22] == 1.0  # the case exists (the premise of this test)
+    choice = sampler(torch.zeros(1, 3, dtype=torch.long), logits).argmax(-1).item()
+    assert logits[0, choice].isfinite()
+
+
 def oom_model_class(base_class):
     """A real model whose generate raises CUDA's out-of-memory error above a batch size.
 

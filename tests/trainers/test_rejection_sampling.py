@@ -404,7 +404,8 @@ def test_launched_server_per_round(tiny_model_dir, tokenizer, tmp_path):
     )  # fmt: skip
     trainer = RejectionSamplingTrainer(str(tiny_model_dir), names_department, args, prompts(3))
     trainer.train()
-    assert trainer.last_server.process is None and not trainer.last_server.healthy()
+    (server,) = trainer.last_server.servers  # one replica by default
+    assert server.process is None and not server.healthy()
     for r, checkpoint in ((0, tiny_model_dir), (1, out / "round_0" / "policy")):
         lines = [json.loads(x) for x in (out / f"round_{r}" / "samples.jsonl").read_text().split("\n") if x]
         assert {x["backend"] for x in lines} == {"launch"} and len(lines) == 6

@@ -14,7 +14,7 @@ from typing import Any
 from trl import SFTConfig
 
 from chimed_trl.errors import ConfigError, UserError
-from chimed_trl.runs import RESUME_NEUTRAL_KEYS
+from chimed_trl.rundir import RESUME_NEUTRAL_KEYS
 
 BACKENDS = ("transformers", "server", "launch")
 PROMPT_OVERFLOW = ("drop", "truncate_left", "error")
@@ -76,7 +76,10 @@ class RejectionSamplingConfig(SFTConfig):
     )
     generation_server: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": 'launch: {command: "vllm serve {model} --port {port} ...", ready_timeout: 600}.'},
+        metadata={
+            "help": 'launch: {command: "vllm serve {model} --port {port} ...", ready_timeout: 900, replicas: 1, '
+            "gpus_per_replica: G} (K replicas: each its own port and CUDA_VISIBLE_DEVICES group of G devices)."
+        },
     )
     generation_honours_n: bool = field(
         default=False,
@@ -94,6 +97,17 @@ class RejectionSamplingConfig(SFTConfig):
     )
     reward_model_path: str | None = field(
         default=None, metadata={"help": "Reward model directory (full or LoRA SEQ_CLS adapter)."}
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward callables by dotted path (TRL GRPO style: (prompts, completions, **kwargs) -> list[float "
+            "| None]), e.g. [chimed_trl.scoring.repetition_penalty]; with or instead of the reward model."
+        },
+    )
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "One weight per reward (the reward model first, when there is one); default all 1.0."},
     )
     reward_batch_size: int = field(default=16, metadata={"help": "Pairs per reward-model forward pass."})
     reward_max_length: int = field(default=2048, metadata={"help": "Tokens kept (from the end) per scored pair."})
@@ -119,6 +133,8 @@ class RejectionSamplingConfig(SFTConfig):
             )
         if self.generation_backend == "launch":
             self._check_generation_server()
+        self.reward_funcs = _as_list(self.reward_funcs, "reward_funcs")
+        self.reward_weights = _as_list(self.reward_weights, "reward_weights")
 
     @property
     def base_urls(self) -> list[str]:
@@ -164,16 +180,13 @@ class RejectionSamplingConfig(SFTConfig):
                 raise ConfigError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
 
     def _check_generation_server(self) -> None:
-        """The launch command is checked here, before any model loads (a bad template would fail after)."""
-        from chimed_trl.generation.server import check_command_template
+        """The launch block is checked here, before any model loads, by its one home (a bad template would fail
+        after the policy and reward model loaded)."""
+        from chimed_trl.generation.server import GenerationServerConfig
 
-        server = self.generation_server or {}
-        if not isinstance(server, dict) or not isinstance(server.get("command"), str):
+        if not self.generation_server:
             raise UserError('generation_backend: launch needs generation_server: {command: "... {model} {port}"}')
-        unknown = sorted(set(server) - {"command", "ready_timeout"})
-        if unknown:
-            raise UserError(f"generation_server: unknown keys {unknown}; it takes command, ready_timeout")
-        check_command_template(server["command"])
+        GenerationServerConfig.from_dict(self.generation_server)
 
 
 def _parse_urls(value) -> list[str] | None:
@@ -189,3 +202,15 @@ def _parse_urls(value) -> list[str] | None:
     if len(set(urls)) != len(urls):
         raise ConfigError(f"generation_base_url lists a replica twice: {urls}")
     return urls
+
+
+def _as_list(value, key: str) -> list | None:
+    """A YAML list, one value, or a JSON list given on the command line -> a list (None when unset)."""
+    if value is None or isinstance(value, list | tuple):
+        return None if value is None else list(value)
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{key}={value!r}: not a JSON list ({err})") from None
+    return [value]

@@ -12,7 +12,7 @@ import copy
 import logging
 from pathlib import Path
 
-from chimed_trl.runs import last_checkpoint
+from chimed_trl.rundir import last_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ Every prompt is sampled with its own seed (:func:`prompt_seed`), handed to the b
 (``seeds=``), so its answers depend on nothing else: not the batch it lands in, not the process, not the
 order a server answers in. A local round is one ``generate`` call per ``generation_batch_size`` prompts; a
 server round sends every request at once (up to ``generation_max_concurrency`` in flight) and stores each
-answer as it comes back.
+answer as it comes back. :func:`open_generator` gives a round its generator: the local model, the external
+server(s), or K launched replicas on the round's policy.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from chimed_trl.errors import UserError
 from chimed_trl.generation.base import Completion, SamplingParams
@@ -201,3 +204,65 @@ def in_chunks(items: Iterator, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
+
+
+# ----- the round's generator ---------------------------------------------------------------------------
+def check_servers(args, served_model: str) -> None:
+    """``generation_backend: server``: every replica answers ``/models`` and serves the model (one line if not)."""
+    from chimed_trl.generation.openai_backend import check_server
+    from chimed_trl.runfiles import check_env_name
+
+    if args.generation_backend != "server":
+        return
+    check_env_name(args.generation_api_key_env, "generation_api_key_env")  # a pasted key is never echoed
+    key = os.environ.get(args.generation_api_key_env)
+    for url in args.base_urls:
+        check_server(url, served_model, api_key=key)
+
+
+def server_options(args) -> dict:
+    return dict(
+        honours_n=args.generation_honours_n, sampling_via=args.generation_sampling_via, show_progress=False,
+        max_concurrency=args.generation_max_concurrency,
+    )  # fmt: skip
+
+
+@contextmanager
+def open_generator(args, state, tokenizer, model, served_model: str, policy_dir=None, on_launch=None):
+    """The round's generator. ``launch``: the main process starts every replica on ``policy_dir()`` (the round's
+    policy, written by the main process only), all ranks get their addresses, and every replica is stopped
+    afterwards, whatever happens; ``on_launch`` receives the launched replicas."""
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    from chimed_trl.generation import LaunchedReplicas, OpenAIGenerator, TransformersGenerator
+
+    if args.generation_backend == "transformers":
+        model.eval()
+        with torch.inference_mode():
+            # shard=False: the trainer shards prompts across ranks itself (a collective inside would deadlock)
+            yield TransformersGenerator(
+                model, tokenizer, args.max_new_tokens, batch_size=args.generation_batch_size, shard=False,
+                show_progress=False,
+            )  # fmt: skip
+        return
+    options = server_options(args)
+    if args.generation_backend == "server":
+        yield OpenAIGenerator(
+            args.base_urls, served_model, args.generation_api_key_env, args.max_new_tokens, **options
+        )
+        return
+    servers, address = None, [None, None]
+    try:
+        if state.is_main_process:  # one set of replicas per round, on this round's policy, started by rank 0
+            servers = LaunchedReplicas(args.generation_server, policy_dir())
+            if on_launch is not None:
+                on_launch(servers)
+            servers.start()
+            address = [servers.base_urls, servers.model]
+        broadcast_object_list(address)
+        yield OpenAIGenerator(address[0], address[1], args.generation_api_key_env, args.max_new_tokens, **options)
+        state.wait_for_everyone()
+    finally:
+        if servers is not None:
+            servers.stop()

@@ -18,16 +18,18 @@ def select(
 
     The margin is taken over the prompt's mean reward; ties keep the earlier candidate. ``eligible`` (one flag
     per candidate) rules out answers that may not be trained on (truncated, too long): they still count for the
-    mean and for duplicates, they are never kept.
+    mean and for duplicates, they are never kept. A ``None`` reward (no reward source had an opinion, as TRL's
+    GRPO allows) is never kept and left out of the mean.
     """
-    mean = statistics.fmean(rewards) if rewards else 0.0
+    scored = [r for r in rewards if r is not None]
+    mean = statistics.fmean(scored) if scored else 0.0
     eligible = eligible if eligible is not None else [True] * len(texts)
     seen, candidates = set(), []
     for i, (text, reward) in enumerate(zip(texts, rewards)):
         if not text.strip() or (dedup and text in seen):
             continue
         seen.add(text)
-        if not eligible[i]:
+        if not eligible[i] or reward is None:
             continue
         if min_reward is not None and reward < min_reward:
             continue
@@ -69,12 +71,14 @@ def round_stats(lines: list[dict], dedup: bool = True) -> dict:
     for x in samples:
         by_prompt.setdefault(x["prompt_id"], []).append(x["text"])
     truncated = sum(bool(x.get("truncated")) for x in samples)
+    scored = [x["reward"] for x in samples if x["reward"] is not None]
     return {
         "prompts": len({x["prompt_id"] for x in lines}),
         "samples": len(samples),
         "kept": len(kept),
         "kept_reference": sum(x["source"] == "reference" for x in kept),
-        **_summary([x["reward"] for x in samples], "reward"),
+        **_summary(scored, "reward"),
+        "unscored": len(samples) - len(scored),
         **_summary([x["reward"] for x in kept], "kept_reward"),
         "acceptance_rate": sum(x["kept"] for x in samples) / len(samples) if samples else 0.0,
         "kept_share": sum(x["kept"] for x in samples) / len(samples) if samples else 0.0,
@@ -85,4 +89,14 @@ def round_stats(lines: list[dict], dedup: bool = True) -> dict:
         "distinct_2": distinct_n(texts, 2),
         "mean_length": statistics.fmean(len(t) for t in texts) if texts else 0.0,
         "empty_answers": sum(not t.strip() for t in texts),
+        **_source_means(samples),
     }
+
+
+def _source_means(samples: list[dict]) -> dict:
+    """``reward_func_means``: each reward source's mean over the samples it had an opinion on (with reward_funcs)."""
+    names = list(dict.fromkeys(name for x in samples for name in x.get("rewards", {})))
+    if not names:
+        return {}
+    values = {n: [x["rewards"][n] for x in samples if x.get("rewards", {}).get(n) is not None] for n in names}
+    return {"reward_func_means": {n: statistics.fmean(v) if v else None for n, v in values.items()}}

@@ -1,19 +1,21 @@
 """Rejection-sampling (best-of-n, top-k) fine-tuning, as in ChiMed-GPT, resumable, on any generation backend.
 
 Each round ``r``: the current policy samples ``num_samples`` answers per prompt; a reward model (its own
-tokenizer and chat template) or a Python function scores them; the ``top_k`` per prompt that pass the
-filters are kept; the policy is fine-tuned on them (loss on the answer only) with
+tokenizer and chat template) or a Python function, and/or ``reward_funcs`` callables (TRL GRPO style, weighted
+by ``reward_weights``: :class:`~chimed_trl.scoring.CombinedReward`), score them; the ``top_k`` per prompt that
+pass the filters are kept; the policy is fine-tuned on them (loss on the answer only) with
 :class:`~chimed_trl.trainers.ChimedSFTTrainer`; the next round samples from the updated policy.
 
 Outputs in ``output_dir``::
 
     round_<r>/generated.jsonl server backends: each answer as it came back (prompt_id, sample, text, truncated)
     round_<r>/samples.jsonl   one line per (prompt, sample): prompt_id, sample, text, reward, kept, truncated,
-                              over_length, backend
+                              over_length, backend (+ rewards: each source's value, with reward_funcs)
     round_<r>/ranked.jsonl    the kept answers as ranked records (retrain the listwise reward model on them)
     round_<r>/policy/         the fine-tuned policy (full weights or the LoRA adapter)
     round_<r>/stats.json      reward mean/std/min/max (all, kept), kept/truncated shares, duplicates dropped,
-                              over-long prompts and answers, generation/scoring/training seconds, samples/s
+                              over-long prompts and answers, generation/scoring/training seconds, samples/s,
+                              reward_func_means (each reward source's mean, with reward_funcs)
     reward_by_round.png       reward distribution per round
     <policy files>            the final policy
     metrics.json              per-round stats, written last
@@ -26,8 +28,9 @@ or batched, nor on the order a server answers in.
 
 Answers that hit ``max_new_tokens`` (``truncated``) and answers whose prompt + answer exceed ``max_length``
 (``over_length``) are never kept, unless ``keep_truncated`` (truncated only). Over-long prompts follow
-``prompt_overflow``. The pieces: :mod:`.config`, :mod:`.sampling`, :mod:`.selection`, :mod:`.store`,
-:mod:`.policy` (the SFT update); this module runs the rounds and writes the outputs.
+``prompt_overflow``. The pieces: :mod:`.config`, :mod:`.sampling` (and the round's generator),
+:mod:`.selection`, :mod:`.store`, :mod:`.policy` (the SFT update), :mod:`.report` (ranked records, plot); this
+module runs the rounds.
 
 Example::
 
@@ -45,42 +48,33 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from chimed_trl.errors import UserError
 from chimed_trl.generation.base import Completion
-from chimed_trl.runs import (
-    BOOKKEEPING_FILES,
-    RESOLVED_CONFIG,
-    check_env_name,
-    config_differences,
-    move_secrets_to_env,
-    resolve_config,
-    write_atomic,
-    write_json,
-    write_resolved_config,
-)
-from chimed_trl.scoring import build_scorer, check_scores
-from chimed_trl.trainers.rejection_sampling.config import RERUN_NEUTRAL_KEYS, RejectionSamplingConfig
+from chimed_trl.modeling.load import ensure_pad_token
+from chimed_trl.runfiles import move_secrets_to_env, resolve_config, write_json
+from chimed_trl.scoring import CombinedReward, build_scorer, import_reward_func
+from chimed_trl.trainers.rejection_sampling.claim import RUN_FILE, OutputClaim  # noqa: F401 (RUN_FILE: the old home)
+from chimed_trl.trainers.rejection_sampling.config import RejectionSamplingConfig
 from chimed_trl.trainers.rejection_sampling.policy import PolicyUpdate
+from chimed_trl.trainers.rejection_sampling.report import plot_rewards, write_ranked
 from chimed_trl.trainers.rejection_sampling.sampling import (
     check_prompts,
+    check_servers,
     fit_prompts,
     generate_local,
     in_chunks,
+    open_generator,
     sampling_params,
     stream_server,
     token_count,
@@ -89,14 +83,13 @@ from chimed_trl.trainers.rejection_sampling.selection import round_stats, select
 from chimed_trl.trainers.rejection_sampling.store import GenerationStore, SampleStore
 
 logger = logging.getLogger(__name__)
-RUN_FILE = "rejection_sampling_run.json"
 
 
 def new_timings() -> dict:
     return {"generation_seconds": 0.0, "scoring_seconds": 0.0, "generated_samples": 0}
 
 
-class RejectionSamplingTrainer(PolicyUpdate):
+class RejectionSamplingTrainer(PolicyUpdate, OutputClaim):
     """Best-of-n / top-k rejection-sampling fine-tuning (see the module docstring)."""
 
     def __init__(
@@ -111,6 +104,7 @@ class RejectionSamplingTrainer(PolicyUpdate):
         model_init_kwargs: dict | None = None,
         callbacks=None,
         resolved_config: dict | None = None,
+        reward_funcs: list | None = None,
     ):
         self.args = args or RejectionSamplingConfig(output_dir="rejection_sampling")
         move_secrets_to_env(self.args)  # the SFT trainer of each round pickles these args into training_args.bin
@@ -123,7 +117,7 @@ class RejectionSamplingTrainer(PolicyUpdate):
         self.peft_config, self.callbacks = peft_config, callbacks
         _ = self.args.device  # sets up the process group (gloo/NCCL) the way the SFT trainer will
         self.state = PartialState()
-        self.check_generation_server()  # before any model loads: a dead server is one line, not a late traceback
+        check_servers(self.args, self.served_model)  # before any model loads: a dead server is one line, not later
         prompts = check_prompts(list(train_dataset or []))
         if self.args.include_reference and any(not p["reference"] for p in prompts):
             missing = next(i for i, p in enumerate(prompts) if not p["reference"])
@@ -133,41 +127,42 @@ class RejectionSamplingTrainer(PolicyUpdate):
 
             processing_class = AutoTokenizer.from_pretrained(self.model_path)
         self.tokenizer = processing_class
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer)
         a = self.args
         self.prompts, self.prompt_counts = fit_prompts(
             prompts, self.tokenizer, a.max_length, a.max_new_tokens, a.prompt_overflow
         )
-        reward_model = reward_model if reward_model is not None else self.args.reward_model_path
-        if reward_model is None:
-            raise UserError("no reward: give reward_model_path (a reward-model directory) or a reward function")
-        self.reward_name = (
-            str(reward_model)
-            if isinstance(reward_model, str | Path)
-            else getattr(reward_model, "__qualname__", type(reward_model).__name__)
-        )
-        self.scorer = build_scorer(
-            reward_model, reward_processing_class, self.args.reward_batch_size, self.args.reward_max_length
-        )
-        if hasattr(self.scorer, "model"):
-            self.scorer.model.to(self.args.device)
+        self.build_reward(reward_model, reward_funcs, reward_processing_class)
         self.output_dir = Path(self.args.output_dir)
         self.round_metrics: list[dict] = []
         self.last_server = None  # the launched generation server of the latest round (stopped after it)
         self.timings = new_timings()  # of the round in progress, this attempt (a resumed round counts its own)
         self._claim_output_dir()
 
-    def check_generation_server(self) -> None:
-        """``generation_backend: server``: every replica answers ``/models`` and serves the model (one line if not)."""
-        from chimed_trl.generation.openai_backend import check_server
-
-        if self.args.generation_backend != "server":
-            return
-        check_env_name(self.args.generation_api_key_env, "generation_api_key_env")  # a pasted key is never echoed
-        key = os.environ.get(self.args.generation_api_key_env)
-        for url in self.args.base_urls:
-            check_server(url, self.served_model, api_key=key)
+    def build_reward(self, reward_model, reward_funcs, reward_processing_class) -> None:
+        """The reward model (path, model or function) and the ``reward_funcs``, combined by ``reward_weights``."""
+        a = self.args
+        reward_model = reward_model if reward_model is not None else a.reward_model_path
+        specs = reward_funcs if reward_funcs is not None else a.reward_funcs or []
+        funcs = [import_reward_func(f, f"reward_funcs[{i}]") for i, f in enumerate(specs)]  # before any load
+        self.reward_name, scorer = None, None
+        if reward_model is not None:
+            self.reward_name = (
+                str(reward_model)
+                if isinstance(reward_model, str | Path)
+                else getattr(reward_model, "__qualname__", type(reward_model).__name__)
+            )
+            scorer = build_scorer(
+                reward_model,
+                reward_processing_class,
+                a.reward_batch_size,
+                a.reward_max_length,
+                dtype=self.model_init_kwargs["dtype"],  # the dtype the policy is loaded in, not always fp32
+            )
+            if hasattr(scorer, "model"):
+                scorer.model.to(a.device)
+        self.scorer = scorer
+        self.reward = CombinedReward(scorer, "reward_model", funcs, a.reward_weights, self.tokenizer, self.reward_name)
 
     @property
     def served_model(self) -> str:
@@ -235,11 +230,10 @@ class RejectionSamplingTrainer(PolicyUpdate):
 
     def _sample_local(self, r: int, generator, pending: list[dict], store: SampleStore, bar) -> None:
         """Each process: one ``generate`` per ``generation_batch_size`` prompts of its shard, scored, gathered."""
-        world, rank = self.state.num_processes, self.state.process_index
-        step = world * self.args.generation_batch_size
+        step = self.state.num_processes * self.args.generation_batch_size
         for start in range(0, len(pending), step):
-            local = pending[start : start + step][rank::world]  # each rank: its own shard, sampled and scored
-            lines = self.sample_batch(r, generator, local)
+            with self.state.split_between_processes(pending[start : start + step]) as local:
+                lines = self.sample_batch(r, generator, local)  # each rank: its own shard, sampled and scored
             self._write_gathered(store, lines)
             bar.update(len(pending[start : start + step]))
 
@@ -249,7 +243,7 @@ class RejectionSamplingTrainer(PolicyUpdate):
         A request that fails for good stops the round on every rank with one line; every answer that came
         back is already in ``generated.jsonl``, so the rerun asks only for the rest.
         """
-        world, rank = self.state.num_processes, self.state.process_index
+        world = self.state.num_processes
         step = world * self.args.generation_batch_size
         generated = GenerationStore(self.round_dir(r) / "generated.jsonl")
         chunks = None
@@ -264,10 +258,10 @@ class RejectionSamplingTrainer(PolicyUpdate):
                 broadcast_object_list(message)  # the chunk (or the error line) from the main process
             if isinstance(message[0], str):
                 raise UserError(message[0])
-            chunk = message[0][rank::world]
-            started = time.perf_counter()
-            lines = self.score_and_select(r, [p for p, _ in chunk], {p["id"]: c for p, c in chunk})
-            self.timings["scoring_seconds"] += time.perf_counter() - started
+            with self.state.split_between_processes(message[0]) as chunk:
+                started = time.perf_counter()
+                lines = self.score_and_select(r, [p for p, _ in chunk], {p["id"]: c for p, c in chunk})
+                self.timings["scoring_seconds"] += time.perf_counter() - started
             self._write_gathered(store, lines)
             bar.update(len(message[0]))
 
@@ -314,7 +308,7 @@ class RejectionSamplingTrainer(PolicyUpdate):
             candidates += [(p, i, "policy", c) for i, c in enumerate(completions[p["id"]])]
             if a.include_reference:
                 candidates.append((p, -1, "reference", Completion(p["reference"])))
-        rewards = self.score([c[0]["prompt"] for c in candidates], [c[3].text for c in candidates])
+        rewards, per_source = self.score_candidates(candidates)
         lines = []
         for p in prompts:
             rows = [(c, rw) for c, rw in zip(candidates, rewards) if c[0] is p]
@@ -332,6 +326,11 @@ class RejectionSamplingTrainer(PolicyUpdate):
                      "reward": reward, "kept": keep, "truncated": c.truncated, "over_length": long,
                      "backend": a.generation_backend}
                 )  # fmt: skip
+        if self.reward.funcs:  # each source's value beside the combined reward (stats recomputable from the lines)
+            sources = [{name: values[i] for name, values in per_source.items()} for i in range(len(candidates))]
+            order = {(c[0]["id"], c[1]): i for i, c in enumerate(candidates)}
+            for line in lines:
+                line["rewards"] = sources[order[line["prompt_id"], line["sample"]]]
         return lines
 
     def too_long_to_train(self, prompt: dict, answer: str) -> bool:
@@ -341,75 +340,32 @@ class RejectionSamplingTrainer(PolicyUpdate):
         messages = prompt["prompt"] + [{"role": "assistant", "content": answer}]
         return token_count(self.tokenizer, messages, False) > self.args.max_length
 
-    def score(self, prompts: list, completions: list[str]) -> list[float]:
-        if not completions:
-            return []
-        return check_scores(self.scorer(prompts, completions), len(completions), f"reward {self.reward_name}")
+    def score(self, prompts: list, completions: list[str]) -> list[float | None]:
+        """The combined reward of each (prompt, answer)."""
+        return self.reward(prompts, completions)[0] if completions else []
 
-    @contextmanager
+    def score_candidates(self, candidates: list[tuple]) -> tuple[list[float | None], dict[str, list]]:
+        """The combined reward of each ``(prompt, sample, source, Completion)``, and each source's values."""
+        if not candidates:
+            return [], {}
+        columns = dict(
+            reference=[p["reference"] for p, *_ in candidates], prompt_id=[p["id"] for p, *_ in candidates],
+            source=[c[2] for c in candidates], truncated=[c[3].truncated for c in candidates],
+        )  # fmt: skip
+        return self.reward([c[0]["prompt"] for c in candidates], [c[3].text for c in candidates], **columns)
+
     def generator(self, r: int, model):
-        from chimed_trl.generation import LaunchedServer, OpenAIGenerator, TransformersGenerator
+        def remember(servers):
+            self.last_server = servers
 
-        a = self.args
-        if a.generation_backend == "transformers":
-            model.eval()
-            with torch.inference_mode():
-                # shard=False: this trainer shards prompts across ranks itself (a collective inside would deadlock)
-                yield TransformersGenerator(
-                    model, self.tokenizer, a.max_new_tokens, batch_size=a.generation_batch_size, shard=False,
-                    show_progress=False,
-                )  # fmt: skip
-            return
-        if a.generation_backend == "server":
-            yield OpenAIGenerator(a.base_urls, self.served_model, a.generation_api_key_env, a.max_new_tokens,
-                                  **self.server_options())  # fmt: skip
-            return
-        server, address = None, [None, None]
-        try:
-            if self.state.is_main_process:  # one server per round, on this round's policy, started by rank 0
-                server = LaunchedServer(
-                    a.generation_server["command"], self.generation_model_dir(r),
-                    ready_timeout=float(a.generation_server.get("ready_timeout", 600)),
-                )  # fmt: skip
-                server.start()
-                self.last_server = server
-                address = [server.base_url, server.model]
-            broadcast_object_list(address)
-            yield OpenAIGenerator(
-                address[0], address[1], a.generation_api_key_env, a.max_new_tokens, **self.server_options()
-            )
-            self.state.wait_for_everyone()
-        finally:
-            if server is not None:
-                server.stop()
-
-    def server_options(self) -> dict:
-        a = self.args
-        return dict(
-            honours_n=a.generation_honours_n, sampling_via=a.generation_sampling_via, show_progress=False,
-            max_concurrency=a.generation_max_concurrency,
+        return open_generator(
+            self.args, self.state, self.tokenizer, model, self.served_model, lambda: self.generation_model_dir(r),
+            remember,
         )  # fmt: skip
 
     # ----- outputs ---------------------------------------------------------------------------------
     def write_ranked(self, r: int, lines: list[dict]) -> int:
-        """Kept answers, best first, as ranked records (a prompt needs two kept answers to make one)."""
-        by_id = {p["id"]: p for p in self.prompts}
-        kept: dict[str, list[dict]] = {}
-        for x in lines:  # one response per text: with dedup_samples off, equal answers can both be kept
-            if x["kept"] and all(y["text"] != x["text"] for y in kept.get(x["prompt_id"], [])):
-                kept.setdefault(x["prompt_id"], []).append(x)
-        records = []
-        for pid, rows in kept.items():
-            rows.sort(key=lambda x: -x["reward"])
-            if len(rows) >= 2 and pid in by_id:
-                records.append(
-                    {"prompt": by_id[pid]["prompt"], "responses": [x["text"] for x in rows],
-                     "sources": [x["source"] for x in rows], "rewards": [x["reward"] for x in rows]}
-                )  # fmt: skip
-        write_atomic(
-            self.round_dir(r) / "ranked.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in records)
-        )
-        return len(records)
+        return write_ranked(self.round_dir(r) / "ranked.jsonl", self.prompts, lines)
 
     def _finish(self) -> dict:
         if self.state.is_main_process:
@@ -424,87 +380,14 @@ class RejectionSamplingTrainer(PolicyUpdate):
         return {"rounds": self.round_metrics, "world_size": self.state.num_processes}
 
     def plot(self) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         rewards = [
-            [
-                x["reward"]
-                for x in SampleStore(self.round_dir(r) / "samples.jsonl", 0).read()
-                if x["source"] == "policy"
-            ]
+            [x["reward"] for x in SampleStore(self.round_dir(r) / "samples.jsonl", 0).read()
+             if x["source"] == "policy" and x["reward"] is not None]
             for r in range(len(self.round_metrics))
-        ]
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rewards) + 2), 3.5))
-        ax.boxplot(rewards, showmeans=True)
-        ax.set_xticks(range(1, len(rewards) + 1), [str(r) for r in range(len(rewards))])
+        ]  # fmt: skip
         kept = [m.get("kept_reward_mean") for m in self.round_metrics]
-        ax.plot(range(1, len(kept) + 1), kept, "o--", label="mean of kept answers")
-        ax.set_xlabel("round (samples of the policy entering the round)")
-        ax.set_ylabel("reward")
-        ax.set_title("Reward of sampled answers by round")
-        ax.legend(loc="best")
-        fig.tight_layout()
-        path = self.output_dir / "reward_by_round.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return plot_rewards(self.output_dir / "reward_by_round.png", rewards, kept)
 
     # ----- bookkeeping -----------------------------------------------------------------------------
     def round_dir(self, r: int) -> Path:
         return self.output_dir / f"round_{r}"
-
-    def _fingerprint(self) -> dict:
-        """What decides the samples: a rerun with other values must not mix its samples into this store."""
-        a = self.args
-        keys = ("seed", "num_samples", "top_k", "sampling_top_k", "temperature", "top_p", "max_new_tokens", "min_reward",
-                "min_margin", "dedup_samples", "include_reference")  # fmt: skip
-        prompts = json.dumps([[p["id"], p["prompt"], p["reference"]] for p in self.prompts], ensure_ascii=False)
-        prompts_hash = hashlib.blake2b(prompts.encode(), digest_size=16).hexdigest()
-        return {"model": self.model_path, "reward": str(self.reward_name), "prompts": prompts_hash,
-                **{k: getattr(a, k) for k in keys}}  # fmt: skip
-
-    def _rerun_differences(self) -> list[str]:
-        """What differs from the run already in ``output_dir``: fingerprint keys, then config keys (old -> new)."""
-        previous = json.loads((self.output_dir / RUN_FILE).read_text())
-        current = self._fingerprint()
-        changed = sorted(k for k in previous if previous[k] != current.get(k))
-        saved_path = self.output_dir / RESOLVED_CONFIG
-        if saved_path.is_file():
-            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-            diffs = config_differences(saved, self.resolved_config, RERUN_NEUTRAL_KEYS)
-            changed += [d for d in diffs if d.split(":")[0].split(".")[-1] not in changed]
-        return changed
-
-    def _claim_output_dir(self) -> None:
-        """Write only into a directory this run created (or a rerun of the same run), never over other data."""
-        problem = [None]
-        if self.state.is_main_process:  # one process decides, so a race cannot make the ranks disagree
-            marker = self.output_dir / RUN_FILE
-            started = marker.exists() and any(self.output_dir.glob("round_*"))
-            # the recipe's own bookkeeping (lock, train.log, data_stats.json) and the marker are not "other data"
-            others = [
-                p.name
-                for p in (self.output_dir.iterdir() if self.output_dir.is_dir() else [])
-                if p.name not in BOOKKEEPING_FILES | {RUN_FILE} and not p.name.startswith(".")
-            ]
-            if started:
-                changed = self._rerun_differences()
-                if changed:
-                    problem[0] = (
-                        f"{self.output_dir} holds a rejection-sampling run with other settings "
-                        f"({'; '.join(changed)}); rerun with its settings, set overwrite_output_dir: true (the old "
-                        "run moves to .previous/<time>/), or use a new output_dir"
-                    )
-            elif others:
-                problem[0] = f"output_dir {self.output_dir} is not empty and is not a rejection-sampling run"
-            else:  # fresh, or an earlier attempt that stopped before its first sample: this run's settings win
-                write_json(marker, self._fingerprint())
-            if problem[0] is None:  # a fresh run or the same run again: the config on disk is this run's
-                write_resolved_config(self.output_dir, self.resolved_config)
-        if self.state.num_processes > 1:
-            broadcast_object_list(problem)
-        if problem[0]:
-            raise UserError(problem[0])

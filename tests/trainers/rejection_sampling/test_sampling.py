@@ -170,6 +170,37 @@ def test_a_replica_dying_mid_round_loses_and_duplicates_nothing(tiny_model_dir, 
     assert by_prompt(stored) == expected
 
 
+def test_launch_mode_starts_k_replicas_dispatches_to_all_and_stops_them(tiny_model_dir, tmp_path, monkeypatch):
+    # A real round with generation_backend: launch and replicas: 2 (the OpenAI stub started through the command
+    # template). Bugs caught: one replica started (or one used), a replica left running after the round, the
+    # replicas not on the round's policy, answers that differ from the per-prompt path.
+    import os
+    import sys
+
+    from ...generation.openai_stub import StubServer as Reference
+    from ...generation.test_server import STUB, gone
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    record = tmp_path / "record"
+    record.mkdir()
+    command = (
+        f"{sys.executable} {STUB} --latency 0.05 --model {{model}} --port {{port}} --record {record}/{{port}}.json"
+    )
+    args = config(tmp_path / "l", generation_backend="launch", generation_honours_n=True, max_steps=1,
+                  generation_server={"command": command, "replicas": 2, "ready_timeout": 60})  # fmt: skip
+    trainer = RejectionSamplingTrainer(str(tiny_model_dir), names_department, args, train_dataset=text_rows(12))
+    trainer.train()
+    seen = [json.loads(p.read_text()) for p in sorted(record.glob("*.json"))]
+    assert sorted(x["devices"] for x in seen) == ["6", "7"] and len({x["port"] for x in seen}) == 2
+    assert all(os.path.getsize(record / f"{x['port']}.json.requests") > 0 for x in seen)  # both were used
+    assert all(gone(x["pid"]) for x in seen)
+    assert [s.model for s in trainer.last_server.servers] == [str(tiny_model_dir)] * 2
+    with Reference() as reference:
+        expected = per_prompt_loop(reference.base_url, trainer)
+    stored = lines(tmp_path / "l" / "round_0" / "samples.jsonl")
+    assert by_prompt(stored) == expected and {x["backend"] for x in stored} == {"launch"}
+
+
 def test_dead_server_is_one_line_before_any_model_loads(tiny_model_dir, tmp_path):
     # bug caught: the reward model and policy load (tens of seconds at scale) before a dead URL shows, as a
     # 100-line chained traceback. The reward path does not exist: had it been loaded first, its error would show.
