@@ -207,10 +207,10 @@ STAGE_COMMANDS = {
     "evaluate": "chimed_trl.stages.evaluate",
     "ablation_report": "chimed_trl.stages.ablation_report",
 }
-TOOL_COMMANDS = {
-    "pipeline": "chimed_trl.pipeline",
+TOOL_COMMANDS = {  # command -> the module whose main(argv) it is
+    "pipeline": "chimed_trl.pipeline.runner",
     "demo": "chimed_trl.demo",
-    "merge": "chimed_trl.merge",
+    "merge": "chimed_trl.modeling.merge",
     "tiny": "chimed_trl.tiny",
 }
 ALIASES = {"augment": "augment_rewards", "rs": "rejection_sampling"}
@@ -228,20 +228,27 @@ Each command's own --help lists its flags."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``chimed-trl <command> ...``: run the stage, tool or demo as ``python -m <its module>`` would."""
-    import runpy
+    """``chimed-trl <command> ...``: the stage's recipe entry (``run_recipe``) or the tool's ``main(argv)``.
+
+    The module is imported, not run as ``__main__``: its config dataclasses must live in their own module for the
+    parser to resolve their annotations.
+    """
+    import importlib
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         raise SystemExit(0 if argv else 2)
     command, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
-    module = STAGE_COMMANDS.get(command) or TOOL_COMMANDS.get(command)
-    if module is None:
+    if command not in STAGE_COMMANDS and command not in TOOL_COMMANDS:
         known = [*STAGE_COMMANDS, *TOOL_COMMANDS, *ALIASES]
         close = difflib.get_close_matches(command, known, n=2)
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; commands: {', '.join(known)}"
         print(f"error: chimed-trl: unknown command {command!r}{hint}", file=sys.stderr)
         raise SystemExit(2)
-    sys.argv = [f"chimed-trl {argv[0]}", *rest]
-    runpy.run_module(module, run_name="__main__")  # argv[0] stays "chimed-trl X" for usage lines
+    sys.argv = [f"chimed-trl {argv[0]}", *rest]  # usage lines name the command as typed
+    if command in STAGE_COMMANDS:
+        stage = importlib.import_module(STAGE_COMMANDS[command])
+        run_recipe(stage.main, stage.ARGUMENT_TYPES, rest)
+        return
+    raise SystemExit(importlib.import_module(TOOL_COMMANDS[command]).main(rest) or 0)

@@ -28,10 +28,18 @@ def test_every_stage_command_is_a_recipe_and_every_recipe_a_command():
 
 @pytest.mark.parametrize(
     ("command", "flag"),
-    [("tiny", "--seed"), ("merge", "--adapter"), ("pipeline", "--dry-run"), ("sft", "--max_length")],
+    [
+        ("tiny", "--seed"),
+        ("merge", "--adapter"),
+        ("pipeline", "--dry-run"),
+        ("demo", "--from"),
+        ("sft", "--max_length"),
+        ("augment", "--responder_model"),  # its arguments dataclass lives in the stage module itself
+    ],
 )
 def test_help_reaches_the_commands_own_parser(command, flag, tmp_path):
-    """catches: the dispatcher swallowing or rewriting argv (the command's own --help must answer)."""
+    """catches: the dispatcher swallowing or rewriting argv (the command's own --help must answer), and a stage
+    run as ``__main__`` under the console script, where its config dataclass's annotations cannot resolve."""
     proc = subprocess.run(
         [sys.executable, "-c", "from chimed_trl.cli import main; main()", command, "--help"],
         cwd=tmp_path,
