@@ -71,11 +71,14 @@ class SeededSampler(LogitsProcessor):
     that depends on nothing else in the batch, which ``torch.multinomial`` over a shared generator
     cannot give. ``argmax(logits + Gumbel)`` is an exact draw from ``softmax(logits)``; put it after
     the temperature / top-p warpers, and ``generate(do_sample=True)`` then picks the one token left.
+    ``top_k``: draw among the k most likely tokens itself (what ``TopKLogitsWarper`` would leave, one pass
+    fewer over the vocabulary; usable when no top-p follows the top-k).
     """
 
-    def __init__(self, row_keys: Sequence[int]):
+    def __init__(self, row_keys: Sequence[int], top_k: int = 0):
         self.row_keys = torch.tensor(list(row_keys), dtype=torch.int64)
         self.start: int | None = None
+        self.top_k = top_k
 
     def uniform(self, step: int, vocab_size: int, device, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Noise of each row for every token id (or, per row, for the ids in ``tokens``: the same values)."""
@@ -90,15 +93,20 @@ class SeededSampler(LogitsProcessor):
             self.start = input_ids.shape[1]
         step, logits = input_ids.shape[1] - self.start, scores.float()
         # after top-k / top-p only the candidates are finite; -inf + noise is never the argmax, so the noise
-        # of the candidates alone gives the same draw, at k hashes per row instead of the vocabulary's
-        candidates = int(torch.isfinite(logits).sum(dim=-1).max())
-        if candidates * 4 <= logits.shape[-1]:
-            tokens = logits.topk(candidates, dim=-1).indices
+        # of the candidates alone gives the same draw, at k hashes per row instead of the vocabulary's.
+        # A uniform that rounds to 1.0 gives +inf noise: -inf + inf is NaN, which argmax would pick: masked.
+        if self.top_k:
+            tokens = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).indices
+        else:
+            candidates = int(torch.isfinite(logits).sum(dim=-1).max())
+            tokens = logits.topk(candidates, dim=-1).indices if candidates * 4 <= logits.shape[-1] else None
+        if tokens is not None:
             gumbel = -torch.log(-torch.log(self.uniform(step, 0, logits.device, tokens)))
-            choice = tokens.gather(1, (logits.gather(1, tokens) + gumbel).argmax(dim=-1, keepdim=True))
+            values = logits.gather(1, tokens)
+            drawn = torch.where(values.isfinite(), values + gumbel, -torch.inf).argmax(dim=-1, keepdim=True)
+            choice = tokens.gather(1, drawn)
         else:
             gumbel = -torch.log(-torch.log(self.uniform(step, logits.shape[-1], logits.device)))
-            # a uniform that rounds to 1.0 gives +inf noise: -inf + inf would be NaN, and argmax picks NaN
             choice = torch.where(logits.isfinite(), logits + gumbel, -torch.inf).argmax(dim=-1, keepdim=True)
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
@@ -246,12 +254,13 @@ class TransformersGenerator:
         if not sampling.greedy:
             if sampling.temperature != 1.0:
                 processors.append(TemperatureLogitsWarper(sampling.temperature))
-            if sampling.top_k > 0:
+            fused = sampling.top_k if sampling.top_p >= 1.0 else 0  # the sampler takes the top k itself
+            if sampling.top_k > 0 and not fused:
                 processors.append(TopKLogitsWarper(sampling.top_k))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
             row_keys = [sample_key(*keys[i], j) for i in batch for j in range(sampling.n)]
-            processors.append(SeededSampler(row_keys))
+            processors.append(SeededSampler(row_keys, top_k=fused))
         output = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=config, logits_processor=processors
         )

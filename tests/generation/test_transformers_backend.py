@@ -101,6 +101,23 @@ def test_seeded_sampler_on_top_k_candidates_draws_what_the_whole_vocabulary_draw
     assert torch.allclose(freq, torch.softmax(logits[finite], -1), atol=0.015)
 
 
+def test_seeded_sampler_taking_the_top_k_itself_draws_what_it_draws_after_the_top_k_warper():
+    """The local backend lets the sampler take the top k itself (no top-p): the same draws as the documented
+    TopKLogitsWarper -> SeededSampler chain (random logits: no ties at the k-th value).
+
+    Bugs caught: the k largest taken from the wrong end, k ignored (a draw over the whole vocabulary).
+    """
+    from transformers import TopKLogitsWarper
+
+    logits = torch.randn(500, 300, generator=torch.Generator().manual_seed(0))
+    ids = torch.zeros(500, 2, dtype=torch.long)
+    for k in (1, 5, 120):  # 120 of 300: above a quarter of the vocabulary
+        fused = SeededSampler(range(500), top_k=k)(ids, logits).argmax(-1)
+        chained = SeededSampler(range(500))(ids, TopKLogitsWarper(k)(ids, logits.clone())).argmax(-1)
+        assert torch.equal(fused, chained)
+        assert (logits.gather(1, fused[:, None]) >= logits.topk(k).values[:, -1:]).all()
+
+
 def test_seeded_sampler_never_draws_a_filtered_token():
     """Row key 264107 at step 0 has uniform noise 1.0 for token 22 (found by search): Gumbel noise +inf.
 

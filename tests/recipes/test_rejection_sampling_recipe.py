@@ -312,3 +312,24 @@ def test_run_directory_contract(one_process_run, tiny_model_dir, tmp_path):
     (previous,) = (out / ".previous").iterdir()
     assert (previous / "metrics.json").read_bytes() == first and (previous / "round_0" / "samples.jsonl").exists()
     assert yaml.safe_load((out / "resolved_config.yaml").read_text())["training"]["temperature"] == 0.5
+
+
+def test_cli_reward_funcs_parse_and_a_bad_path_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    # bugs caught: --reward_funcs / --reward_weights not taking lists from the command line; a bad dotted path
+    # as an ImportError traceback (or found after the policy loaded), the key not named, the output dir claimed
+    from transformers import HfArgumentParser
+
+    from chimed_trl.trainers.rejection_sampling import RejectionSamplingConfig
+
+    (parsed,) = HfArgumentParser(RejectionSamplingConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path / "p"), "--use_cpu", "--bf16", "false", "--reward_funcs", "chimed_trl.scoring.repetition_penalty",
+         "chimed_trl.scoring.template_leak_penalty", "--reward_weights", "1", "0.5", "2"]
+    )  # fmt: skip
+    assert parsed.reward_funcs == ["chimed_trl.scoring.repetition_penalty", "chimed_trl.scoring.template_leak_penalty"]
+    assert parsed.reward_weights == [1.0, 0.5, 2.0]
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "bad"
+    code, last = recipe_main(command(out, tiny_model_dir, "--reward_funcs", "no_such_pkg.rules.length_penalty")[1:],
+                             capsys)  # fmt: skip
+    assert code == 2 and last.startswith("error: reward_funcs[0]='no_such_pkg.rules.length_penalty': cannot import")
+    assert not out.exists()
