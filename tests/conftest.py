@@ -6,6 +6,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: one torch thread each (and in the recipes they launch), so two workers
+    # never fight over two cores with four spinning threads on models this small
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -86,3 +90,10 @@ def accelerate_launch(config_file: str, script_args: list[str], attempts: int = 
         ):
             return proc
     return proc
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end files first: under ``-n auto --dist loadfile`` the longest files start at once instead of
+    last, so the run ends when the work does, not one long file later (a stable sort keeps each file's order)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
