@@ -27,7 +27,8 @@ def bundled_root(tree: str) -> Path:
 def bundled_path(path: str | os.PathLike) -> Path:
     """``path`` itself when it exists (or is absolute, or names no shipped tree); else the shipped copy."""
     given = Path(path)
-    if given.is_absolute() or given.exists() or not given.parts:
+    # a ".." would step out of the shipped tree (chimed_trl/../../x is then a file outside the package)
+    if given.is_absolute() or given.exists() or not given.parts or ".." in given.parts:
         return given
     head = given.parts[0]
     if head == PACKAGE.name:

@@ -67,6 +67,12 @@ def known_keys(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for t in dataclass_types for f in dataclasses.fields(t)} | {"env", "config"}
 
 
+def known_flags(dataclass_types: Sequence[type]) -> set[str]:
+    """The command line also takes what HfArgumentParser adds: ``--help``, ``--no_<bool>``, ``--dashed-names``."""
+    keys = known_keys(dataclass_types)
+    return keys | {"help"} | {f"no_{k}" for k in keys} | {k.replace("_", "-") for k in keys}
+
+
 def unknown_key_error(key: str, known: set[str], where: str) -> UserError:
     close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -79,10 +85,11 @@ def check_keys(dataclass_types: Sequence[type], config: dict, config_path: str |
     for key in config:
         if key not in known:
             raise unknown_key_error(str(key), known, str(config_path))
+    flags = known_flags(dataclass_types)
     for arg in argv:
         if arg.startswith("--") and len(arg) > 2:
             key = arg[2:].split("=", 1)[0]
-            if key not in known:
+            if key not in flags:
                 raise unknown_key_error(key, known, "command line")
 
 
@@ -101,9 +108,10 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: list[str] | None = 
     """``TrlParser(...).parse_args_and_config(argv)`` with every config mistake raised as a ConfigError."""
     argv = resolve_config_arg(list(sys.argv[1:] if argv is None else argv))
     config = _config_path(argv)
-    if config is not None:
-        rest = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
-        check_keys(dataclass_types, read_yaml_config(config), config, rest)
+    # the flags are checked with or without a YAML: without one, a typo'd flag would otherwise surface as
+    # whatever a dataclass's __post_init__ raises first (HfArgumentParser builds them before it rejects leftovers)
+    rest = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
+    check_keys(dataclass_types, read_yaml_config(config) if config is not None else {}, config, rest)
     try:
         parsed = _parser(dataclass_types).parse_args_and_config(argv)
     except FileNotFoundError as e:

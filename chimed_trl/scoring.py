@@ -110,9 +110,9 @@ def import_reward_func(spec, key: str) -> Callable:
     module_name, _, name = str(spec).rpartition(".")
     if not module_name:
         raise UserError(f"{key}={spec!r}: expected a dotted path to a function (module.function)")
-    try:
+    try:  # any error importing the user's module (a SyntaxError, a failing import-time line) is the config's
         func = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as err:
+    except Exception as err:
         raise UserError(f"{key}={spec!r}: cannot import it ({type(err).__name__}: {err})") from None
     if not callable(func):
         raise UserError(f"{key}={spec!r}: {type(func).__name__} is not callable")

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -244,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         path = build_tiny(args.out_dir, seed=args.seed, with_reward_twin=args.with_reward_twin)
-    except UserError as e:
-        raise SystemExit(f"error: {e}") from None
+    except UserError as e:  # exit 2 like every other command (SystemExit("...") would exit 1)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(path)
 
 

@@ -45,3 +45,11 @@ def test_a_card_for_a_bundled_sample_needs_no_path(elsewhere):
     expected = [json.loads(line)["messages"] for line in lines if line.strip()]
     records, stats = load_records(SourceConfig(card="tiny_sft"))
     assert [r["messages"] for r in records] == expected and stats.kept == len(expected) == 40
+
+
+def test_a_path_stepping_out_of_a_shipped_tree_is_left_as_given(elsewhere):
+    """catches: ``chimed_trl/../setup.py`` or ``recipes/tiny/../../README.md`` (missing where the user runs) resolving
+    to a file beside the installed package (the checkout's own README, or whatever sits in site-packages)."""
+    for path in ("chimed_trl/../README.md", "recipes/tiny/../../README.md"):
+        assert (REPO / path).exists()  # what the resolution would have reached
+        assert bundled_path(path) == Path(path)

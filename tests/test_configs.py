@@ -135,3 +135,15 @@ def test_test_size_from_the_command_line_keeps_what_was_typed():
         argv = ["--config", str(REPO / "recipes/tiny/sft.yaml"), "--output_dir", "/tmp/unused", "--test_size", typed]
         got = parse_recipe_args(types, argv)[0].test_size
         assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "recipes").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_a_tiny_build_path_is_written_as_a_local_path(path):
+    """Bug caught: ``build_tiny_model: true`` with ``model_name_or_path: runs/tiny-model`` works only where a ``runs/``
+    folder already exists; from a fresh directory (``chimed-trl reward --config recipes/tiny/reward.yaml``) the tiny
+    builder refuses it as a Hub id (``namespace/name``). ``./`` or an absolute path is never a Hub id."""
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if config.get("build_tiny_model"):
+        assert str(config["model_name_or_path"]).startswith(("./", "/")), config["model_name_or_path"]

@@ -153,3 +153,16 @@ def test_two_processes_building_one_tiny_model_both_get_it(tmp_path):
     assert got == [str(out), str(out)], got
     assert tiny_build_problem(out, seed=0) is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging debris
+
+
+def test_a_refused_build_exits_2_with_one_line(tmp_path, capsys):
+    """Bug caught: ``SystemExit("error: ...")`` exits 1, so ``chimed-trl tiny <a file>`` broke the exit-2 contract that
+    every other command keeps for a user's mistake (scripts and the pipeline tell mistakes from crashes by it)."""
+    from chimed_trl.tiny import main
+
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "afile")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert (tmp_path / "afile").read_text() == "mine"

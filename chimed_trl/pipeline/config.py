@@ -179,9 +179,9 @@ def load_pipeline(path: str | os.PathLike, output_dir: str | None = None) -> Pip
     if tiny is not None:
         if tiny is True:
             tiny = {}
-        if not isinstance(tiny, dict) or set(tiny) - {"seed"}:
+        seed = tiny.get("seed", 0) if isinstance(tiny, dict) else None  # int('abc') was a traceback
+        if not isinstance(tiny, dict) or set(tiny) - {"seed"} or not isinstance(seed, int) or isinstance(seed, bool):
             _fail(path, "tiny", "expected {seed: INT} (or true) to build the tiny base as stage zero")
-        seed = int(tiny.get("seed", 0))
         stages.append(Stage(name=TINY, recipe=TINY, args={"seed": seed}, done_file=TINY_DONE_FILE))
     for i, item in enumerate(stages_raw):
         stages.append(_parse_stage(path, i, item, [s.name for s in stages]))

@@ -272,6 +272,10 @@ BAD = {
         "output_dir: o\nstages:\n- {name: a, recipe: probe, config: c, args: {output_dir: x}}\n",
         r"args must not set \['output_dir'\]",
     ),  # a secret in args would be printed, logged and saved in pipeline_state.json
+    "tiny seed not an integer": (  # was a ValueError traceback from int('abc')
+        "output_dir: o\ntiny: {seed: abc}\nstages:\n- {name: a, recipe: probe, config: c}\n",
+        r"tiny: expected \{seed: INT\}",
+    ),
     "secret in args": (
         "output_dir: o\nstages:\n- {name: a, recipe: probe, config: c, args: {hub_token: hf_x}}\n",
         r"args must not carry secrets \(\['hub_token'\]\)",

@@ -173,3 +173,22 @@ def test_json_errors_read_without_doubled_words(tmp_path):
     message = str(e.value)
     assert "Unterminated string starting at: column 10" in message and "at at" not in message
     assert f"{bad}:2" in message
+
+
+# Bug caught: without --config the command-line flags were never checked, so a typo'd flag surfaced as whatever a
+# config dataclass raised first (transformers' "Your setup doesn't support bf16/gpu" on a CPU machine), not its name.
+def test_unknown_flag_without_a_config_is_named(capsys):
+    line = fails_with_one_line(capsys, "sft", ["--use_cpu", "true", "--learning_rte", "0.1"])
+    assert "command line: unknown key 'learning_rte'; did you mean 'learning_rate'" in line
+
+
+# Bug caught: the unknown-flag check knew only the dataclass field names, so with --config it refused what the
+# parser itself offers: --help ("unknown key 'help'"), the --no_<flag> of a bool that defaults to true (listed
+# by --help as [--no_dedup]) and HF's dashed aliases.
+def test_the_parsers_own_flags_pass_the_unknown_key_check(capsys):
+    config = ["--config", str(REPO / "recipes/tiny/sft.yaml")]
+    script, training, _ = parse_recipe_args(TYPES, [*config, "--no_dedup", "--learning-rate", "0.25"])
+    assert script.dedup is False and training.learning_rate == 0.25
+    with pytest.raises(SystemExit) as e:
+        parse_recipe_args(TYPES, [*config, "--help"])
+    assert e.value.code == 0 and "--per_device_train_batch_size" in capsys.readouterr().out

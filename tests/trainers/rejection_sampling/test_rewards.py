@@ -163,6 +163,18 @@ def test_bad_reward_config_is_one_line_naming_the_key(overrides, message, tiny_m
     assert "\n" not in str(err.value)
 
 
+def test_a_reward_module_that_fails_to_import_is_one_line(tiny_model_dir, tmp_path, monkeypatch):
+    """Bug caught: only ImportError/AttributeError were caught, so a SyntaxError in the user's rules module was a
+    traceback (exit 1) that also left data_stats.json + train.log behind: the rerun was refused as a foreign dir."""
+    (tmp_path / "broken_rules.py").write_text("def length_penalty(:\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = config(tmp_path / "rs", reward_funcs=["broken_rules.length_penalty"])
+    with pytest.raises(
+        UserError, match=r"^reward_funcs\[0\]='broken_rules.length_penalty': cannot import it \(Syntax"
+    ):
+        RejectionSamplingTrainer(str(tiny_model_dir), names_department, args, prompts(2))
+
+
 def test_a_callable_returning_the_wrong_number_of_scores_is_one_line(tiny_model_dir, tmp_path):
     """Bug caught: a zip that silently drops the answers without a score (or an IndexError mid-round)."""
     args = config(tmp_path / "rs", reward_funcs=[two_scores], max_steps=1)
