@@ -12,11 +12,11 @@ The augmentation stage itself (responders, output store, resume, metrics) is
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import unicodedata
 from typing import TYPE_CHECKING
 
+from chimed_trl._compat import forward
 from chimed_trl.data.records import DataError
 
 if TYPE_CHECKING:
@@ -86,27 +86,9 @@ def answer_problem(text: str, seen: set[str]) -> str | None:
     return "empty" if not key else "duplicate" if key in seen else None
 
 
-# deprecated path (the whole augmentation stage lived here), kept for compatibility; resolved lazily because
-# chimed_trl.stages.augment imports this module
-_STAGE_NAMES = {
-    "AugmentArguments",
-    "ResponderConfig",
-    "augment_rankings",
-    "parse_responders",
-    "check_endpoints",
-    "claim_output_dir",
-    "Augmenter",
-    "POLICIES",
-    "OUTPUT_FILE",
-    "DROPPED_FILE",
-    "SPEC_FILE",
-}
-
-
-def __getattr__(name: str):
-    if name in _STAGE_NAMES:
-        return getattr(importlib.import_module("chimed_trl.stages.augment"), name)
-    raise AttributeError(f"module 'chimed_trl.data.augment' has no attribute {name!r}")
+# deprecated path (the whole augmentation stage lived here), kept for compatibility: the driver's names answer
+# from where they live now, resolved lazily because chimed_trl.stages.augment imports this module
+__getattr__ = forward(__name__, ("chimed_trl.stages.augment", "chimed_trl.stages.augment_responders"))
 
 
 __all__ = [

@@ -16,7 +16,6 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import TrainerCallback
 
-from chimed_trl.errors import UserError
 from chimed_trl.rundir import (
     BOOKKEEPING_FILES,
     RESUME_NEUTRAL_KEYS,
@@ -110,7 +109,7 @@ def guarded_run(
         # leave together: a rank that exits while another still finishes a gloo/NCCL exchange aborts it
         state.wait_for_everyone()
         return metrics
-    except UserError:
+    except BaseException:  # a refusal, a crash or Ctrl-C before any result: nothing of ours left to block a rerun
         refused = True
         raise
     finally:
