@@ -48,13 +48,8 @@ def names_department(prompts, completions):
     return [float("科" in c) for c in completions]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the tiny model is faster on one thread, and far faster on a loaded machine (no oversubscription)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def lines(path):
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x]
 
 
 def test_select_hand_cases():

@@ -9,25 +9,12 @@ import statistics
 from collections import Counter
 
 import pytest
-import torch
 
 from chimed_trl.errors import UserError
 from chimed_trl.scoring import CombinedReward, repetition_penalty, template_leak_penalty
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingTrainer
 
-from ..test_rejection_sampling import config, names_department, prompts
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def lines(path):
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x]
+from ..test_rejection_sampling import config, lines, names_department, prompts
 
 
 def repeats_by_hand(text: str) -> float:

@@ -10,26 +10,13 @@ import json
 import statistics
 
 import pytest
-import torch
 
 from chimed_trl.errors import UserError
 from chimed_trl.generation import OpenAIGenerator, SamplingParams, TransformersGenerator
 from chimed_trl.trainers.rejection_sampling import RejectionSamplingTrainer, prompt_seed
 
 from ...generation.openai_stub import StubProcess, StubServer
-from ..test_rejection_sampling import config, names_department, prompts
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def lines(path):
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x]
+from ..test_rejection_sampling import config, lines, names_department, prompts
 
 
 def server_config(out, urls, **overrides):
