@@ -94,9 +94,11 @@ def check_keys(dataclass_types: Sequence[type], config: dict, config_path: str |
 
 
 def resolve_config_arg(argv: list[str]) -> list[str]:
-    """``--config recipes/tiny/sft.yaml`` names the shipped file when the working directory has none."""
+    """``--config recipes/tiny/sft.yaml`` names the shipped file when the working directory has none; ``--config=X``
+    is read as ``--config X`` (TrlParser looks for the separate form only)."""
     from chimed_trl.bundled import bundled_path
 
+    argv = [part for a in argv for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
     config = _config_path(argv)
     if config is None:
         return argv
@@ -181,7 +183,7 @@ def check_settings(parsed: Sequence) -> None:
 
 
 def run_recipe(main: Callable, dataclass_types: Sequence[type], argv: list[str] | None = None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = resolve_config_arg(list(sys.argv[1:] if argv is None else argv))
     config = _config_path(argv)
     try:
         result = main(*parse_recipe_args(dataclass_types, argv))

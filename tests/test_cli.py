@@ -49,3 +49,15 @@ def test_help_reaches_the_commands_own_parser(command, flag, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert flag in proc.stdout  # the command's own flags, from any working directory
+
+
+def test_config_with_an_equals_sign_is_read(tmp_path, capsys):
+    """catches: ``--config=FILE`` silently ignored (TrlParser only knows ``--config FILE``), so a config's mistakes
+    went unreported and the run went on with defaults (found by review)."""
+    config = tmp_path / "sft.yaml"
+    config.write_text("stage: sft\nlearning_rte: 0.1\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sft", f"--config={config}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert str(config) in err[0] and "'learning_rte'" in err[0] and "learning_rate" in err[0]
