@@ -16,6 +16,7 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import TrainerCallback
 
+from chimed_trl.errors import UserError
 from chimed_trl.rundir import (
     BOOKKEEPING_FILES,
     RESUME_NEUTRAL_KEYS,
@@ -23,7 +24,13 @@ from chimed_trl.rundir import (
     prepare_output_dir,
     remove_if_only_ours,
 )
-from chimed_trl.runfiles import METRICS_FILE, move_secrets_to_env, resolve_config, write_resolved_config
+from chimed_trl.runfiles import (
+    METRICS_FILE,
+    RESOLVED_CONFIG,
+    move_secrets_to_env,
+    resolve_config,
+    write_resolved_config,
+)
 
 logger = logging.getLogger(__name__)
 TRAIN_LOG = "train.log"
@@ -109,8 +116,13 @@ def guarded_run(
         # leave together: a rank that exits while another still finishes a gloo/NCCL exchange aborts it
         state.wait_for_everyone()
         return metrics
-    except BaseException:  # a refusal, a crash or Ctrl-C before any result: nothing of ours left to block a rerun
+    except UserError:  # refused before any result: nothing of ours left behind
         refused = True
+        raise
+    except BaseException:
+        # a crash or Ctrl-C keeps its train.log for diagnosis, unless the directory holds no resolved_config.yaml
+        # yet (a stage that writes it late): then nothing marks it as ours and it would block every rerun
+        refused = not (Path(output_dir).expanduser() / RESOLVED_CONFIG).exists()
         raise
     finally:
         if handler is not None:
