@@ -22,6 +22,7 @@ from numbers import Number
 from pathlib import Path
 
 from chimed_trl.errors import ConfigError, UserError
+from chimed_trl.stages import STAGES  # the stage index only (lazy: no stage is imported)
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -208,22 +209,15 @@ def _leave_process_group() -> None:
 
 # The ``chimed-trl`` console command (TRL's ``trl sft`` convention): one subcommand per stage, named like
 # its recipe and taking the recipe's flags, plus the pipeline, the demo, adapter merging and the tiny model.
-STAGE_COMMANDS = {
-    "pretrain": "chimed_trl.stages.pretrain",
-    "sft": "chimed_trl.stages.sft",
-    "augment_rewards": "chimed_trl.stages.augment",
-    "reward": "chimed_trl.stages.reward",
-    "rejection_sampling": "chimed_trl.stages.rejection_sampling",
-    "evaluate": "chimed_trl.stages.evaluate",
-    "ablation_report": "chimed_trl.stages.ablation_report",
-}
+ALIASES = {"augment": "augment_rewards", "rs": "rejection_sampling"}
+# recipe name -> stage module: the pipeline's table (chimed_trl.stages.STAGES), without its aliases
+STAGE_COMMANDS = {name: f"chimed_trl.stages.{module}" for name, module in STAGES.items() if name not in ALIASES}
 TOOL_COMMANDS = {  # command -> the module whose main(argv) it is
     "pipeline": "chimed_trl.pipeline.runner",
     "demo": "chimed_trl.demo",
     "merge": "chimed_trl.modeling.merge",
     "tiny": "chimed_trl.tiny",
 }
-ALIASES = {"augment": "augment_rewards", "rs": "rejection_sampling"}
 
 USAGE = f"""usage: chimed-trl <command> [flags]
 
